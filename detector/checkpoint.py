@@ -1,0 +1,205 @@
+"""Self-describing checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (the record).
+
+The record holds everything needed to rebuild and use the model: architecture and its arguments,
+input size, normalisation, classes, threshold, temperature, training arguments, data fingerprint,
+metrics, library versions and the SHA-256 of the weights file, so a mismatched or tampered pair is
+refused. Nothing is ever unpickled. Every write goes to a temporary file that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from .models import create_model
+from .preprocess import CLASSES, INPUT_SIZE, MEAN, STD
+
+FORMAT = "fakespot-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, truncated or does not match its record."""
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def new_record(arch: str, arch_kwargs: dict | None = None, **extra) -> dict:
+    """A record with the defaults every checkpoint carries; ``extra`` fills or overrides fields."""
+    rec = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs or {},
+        "input_size": INPUT_SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "classes": list(CLASSES),
+        "output": "one logit; sigmoid(logit / temperature) = P(fake)",
+        "threshold": 0.5,
+        "temperature": 1.0,
+        "train_args": {},
+        "data_fingerprint": None,
+        "metrics": {},
+        "versions": library_versions(),
+    }
+    rec.update(extra)
+    return rec
+
+
+def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``x``, ``x.json`` or ``x.safetensors`` -> (weights path, record path)."""
+    p = Path(path)
+    if p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, record: dict) -> dict:
+    """Write weights and record atomically; returns the record as written (with the weights hash)."""
+    wpath, rpath = resolve(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    blob = st_save(state, metadata={"format": FORMAT, "arch": record["arch"]})
+    record = dict(record, weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name)
+    atomic_write(wpath, blob)
+    atomic_write_json(rpath, record)
+    return record
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    _, rpath = resolve(path)
+    try:
+        record = json.loads(rpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint record not found: {rpath}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint record {rpath} is not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{rpath} is not a {FORMAT} record")
+    return record
+
+
+def update_record(path: str | os.PathLike, **fields) -> dict:
+    """Rewrite a checkpoint's JSON record with ``fields`` changed; the weights are untouched."""
+    record = read_record(path)
+    record.update(fields)
+    atomic_write_json(resolve(path)[1], record)
+    return record
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch."""
+    wpath, rpath = resolve(path)
+    record = read_record(path)
+    try:
+        blob = wpath.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file not found: {wpath} (named by {rpath})") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if record.get("weights_sha256") and digest != record["weights_sha256"]:
+        raise CheckpointError(f"{wpath} does not match its record {rpath}: SHA-256 {digest[:12]}... != "
+                              f"{record['weights_sha256'][:12]}...; the file is truncated, corrupt or from "
+                              "another checkpoint")
+    try:
+        state = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{wpath} is not a valid safetensors file ({e})") from None
+    try:
+        model = create_model(record["arch"], **record.get("arch_kwargs", {}))
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{rpath}: cannot build the model it describes ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "state mismatch"
+        raise CheckpointError(f"{wpath}: weights do not fit architecture {record['arch']!r} ({first})") from None
+    model.to(map_location).eval()
+    return model, record
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# --- training state (optimizer, scheduler, RNG) for --resume, also without pickle ---------------
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "t"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError(f"cannot store dict keys of types {set(type(k) for k in obj)}")
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} in a training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_state(path: str | os.PathLike, state: dict) -> None:
+    """Save nested training state (dicts, lists, numbers, tensors) as safetensors + JSON skeleton."""
+    wpath, rpath = resolve(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, "", tensors)
+    blob = st_save(tensors) if tensors else st_save({"_empty": torch.zeros(0)})
+    atomic_write(wpath, blob)
+    atomic_write_json(rpath, {"format": FORMAT + "/state", "weights_sha256": hashlib.sha256(blob).hexdigest(),
+                              "state": skeleton})
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    wpath, rpath = resolve(path)
+    try:
+        rec = json.loads(rpath.read_text(encoding="utf-8"))
+        blob = wpath.read_bytes()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read training state {rpath} ({e})") from None
+    if hashlib.sha256(blob).hexdigest() != rec.get("weights_sha256"):
+        raise CheckpointError(f"training state {wpath} does not match {rpath} (truncated or corrupt)")
+    return _unflatten(rec["state"], st_load(blob))

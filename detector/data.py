@@ -1,0 +1,184 @@
+"""Reading image sets: labelled (REAL/ and FAKE/ folders at any depth, in a folder or a zip) and unlabelled.
+
+Every image is decoded once through :func:`detector.preprocess.load_image`, so a dataset of any
+size is seen exactly as the CLI and the app would see it. Files are also hashed (SHA-256 of their
+bytes): the hashes find byte-identical duplicates and fingerprint the training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from .preprocess import INPUT_SIZE, ImageError, load_image
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+LABEL_DIRS = {"real": 0, "fake": 1}
+# Refuse zip members whose declared size is absurd for an image (zip-bomb guard).
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with their labels (0 real, 1 fake, -1 unknown), source paths and byte hashes."""
+
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    labels: np.ndarray  # (N,) int64
+    paths: list[str]
+    hashes: list[str]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of skipped files
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> "ImageSet":
+        idx = np.asarray(idx, dtype=np.int64)
+        return ImageSet(self.images[idx], self.labels[idx], [self.paths[i] for i in idx],
+                        [self.hashes[i] for i in idx], list(self.errors))
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the sorted (path, file hash, label) triples: names the exact data used."""
+        h = hashlib.sha256()
+        for p, d, y in sorted(zip(self.paths, self.hashes, self.labels.tolist())):
+            h.update(f"{p}\t{d}\t{y}\n".encode())
+        return h.hexdigest()
+
+    def counts(self) -> dict[str, int]:
+        return {"real": int((self.labels == 0).sum()), "fake": int((self.labels == 1).sum())}
+
+
+def label_from_path(path: str) -> int:
+    """1 for a file under a FAKE/ folder, 0 under REAL/, -1 otherwise (the innermost one wins)."""
+    for part in reversed(PurePosixPath(path.replace("\\", "/")).parts[:-1]):
+        label = LABEL_DIRS.get(part.lower())
+        if label is not None:
+            return label
+    return -1
+
+
+def is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Yield ``(display_path, data, error)`` for every image file under the given files, folders and zips.
+
+    Folders are searched recursively; zips are read in place (an entry is shown as ``ZIP:INNER``).
+    Exactly one of ``data`` and ``error`` is set. Hidden files and non-image names inside folders
+    and zips are skipped; a file named directly is always tried.
+    """
+    for src in paths:
+        p = Path(src)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and is_image_name(f.name) and not f.name.startswith("."):
+                    yield _read_file(f)
+        elif p.is_file() and zipfile.is_zipfile(p) and not is_image_name(p.name):
+            yield from _iter_zip(p)
+        elif p.exists():
+            yield _read_file(p)
+        else:
+            yield str(src), None, "no such file or folder"
+
+
+def _read_file(f: Path) -> tuple[str, bytes | None, str | None]:
+    try:
+        return str(f), f.read_bytes(), None
+    except OSError as e:
+        return str(f), None, f"cannot read file ({e.strerror or e})"
+
+
+def _iter_zip(p: Path) -> Iterator[tuple[str, bytes | None, str | None]]:
+    try:
+        zf = zipfile.ZipFile(p)
+    except (zipfile.BadZipFile, OSError) as e:
+        yield str(p), None, f"cannot open zip ({e})"
+        return
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not is_image_name(name) or PurePosixPath(name).name.startswith("."):
+                continue
+            shown = f"{p}:{name}"
+            if info.flag_bits & 0x1:
+                yield shown, None, "encrypted zip entry (not supported)"
+            elif info.file_size > MAX_MEMBER_BYTES:
+                yield shown, None, f"zip entry too large ({info.file_size} bytes > {MAX_MEMBER_BYTES})"
+            else:
+                try:
+                    yield shown, zf.read(info), None
+                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as e:
+                    yield shown, None, f"cannot read zip entry ({e})"
+
+
+def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size: int = INPUT_SIZE,
+                   progress: bool = True) -> ImageSet:
+    """Decode every image under ``paths`` (files, folders, zips) to the model's input.
+
+    With ``labelled=True`` each file must sit under a REAL/ or FAKE/ folder (at any depth) and files
+    that do not are an error; unreadable files are skipped and listed in ``errors``.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    images, labels, names, hashes, errors = [], [], [], [], []
+    for name, data, err in tqdm(iter_sources(paths), desc="decoding", unit="img", disable=not progress,
+                                mininterval=1.0):
+        label = label_from_path(name.split(":", 1)[-1] if ":" in name else name)
+        if labelled and label < 0:
+            continue
+        if err is None:
+            try:
+                images.append(load_image(data, size))
+            except ImageError as e:
+                err = str(e)
+        if err is not None:
+            errors.append((name, err))
+            continue
+        labels.append(label)
+        names.append(name)
+        hashes.append(hashlib.sha256(data).hexdigest())
+    if labelled and not names:
+        raise ValueError(f"no labelled images found in {', '.join(map(str, paths))}: expected image files "
+                         "under folders named REAL/ and FAKE/ (at any depth), in a folder or a zip")
+    arr = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return ImageSet(arr, np.asarray(labels, dtype=np.int64), names, hashes, errors)
+
+
+def train_val_split(data: ImageSet, val_fraction: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, label-stratified split of indices; byte-identical files always land on the same side."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    uniq, first, inverse = np.unique(np.asarray(data.hashes), return_index=True, return_inverse=True)
+    g_train, g_val = train_test_split(np.arange(len(uniq)), test_size=val_fraction, random_state=seed,
+                                      stratify=data.labels[first])
+    is_val = np.zeros(len(uniq), dtype=bool)
+    is_val[g_val] = True
+    per_image = is_val[inverse]
+    return np.flatnonzero(~per_image), np.flatnonzero(per_image)
+
+
+def read_duplicate_hashes(tsv: str | os.PathLike, kinds: tuple[str, ...] = ("train-test",)) -> set[str]:
+    """SHA-256 hashes of the listed duplicate kinds from a cifake_duplicates.tsv file."""
+    out = set()
+    with open(tsv, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or line.startswith("kind\t"):
+                continue
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) >= 2 and cols[0] in kinds:
+                out.add(cols[1])
+    return out
+
+
+def drop_duplicates(test: ImageSet, known: set[str] | ImageSet) -> tuple[ImageSet, int]:
+    """Remove test images whose bytes also occur in ``known`` (a training set or a set of hashes)."""
+    hashes = set(known.hashes) if isinstance(known, ImageSet) else known
+    keep = [i for i, h in enumerate(test.hashes) if h not in hashes]
+    return test.subset(keep), len(test) - len(keep)

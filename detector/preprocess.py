@@ -1,0 +1,222 @@
+"""How any image becomes the model's input: defined once, imported by training, evaluation, CLI and app.
+
+Resize policy (CIFAKE images are 32x32; users upload photos):
+1. Decode the first frame; apply the EXIF orientation.
+2. Convert to 8-bit RGB: alpha is composited over white, greyscale is replicated, CMYK and palette
+   go through Pillow's conversion, 16-bit and float images are rescaled from their full range.
+3. Images that are already 32x32 are used untouched. Anything else is centre-cropped to a square
+   (the largest one, so aspect ratio is kept and nothing is stretched) and downscaled to 32x32 with
+   Pillow's antialiased bicubic filter (``ImageOps.fit``). Large JPEGs are first decoded at a
+   reduced DCT scale (``Image.draft``), which is both faster and itself an area average.
+4. Normalise with the per-channel mean and standard deviation of the CIFAKE training split.
+
+Step 3 means a 4000x3000 photo is judged on a 32x32 thumbnail of its centre: the models have only
+ever seen 32x32 images, and the fine detail of a large photo is not evidence they can read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import decode_jpeg, encode_jpeg
+from torchvision.transforms.v2 import functional as TF
+
+INPUT_SIZE = 32
+# Per-channel statistics of the CIFAKE training split (100,000 images), on the 0-1 scale.
+MEAN = (0.4747, 0.4573, 0.4467)
+STD = (0.2553, 0.2586, 0.2767)
+CLASSES = ("real", "fake")  # label 1 = fake; every model outputs one logit, sigmoid = P(fake)
+ACCEPTED = "JPEG, PNG, WebP, BMP, GIF, TIFF (any size; RGB, RGBA, greyscale, palette, CMYK, 16-bit)"
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+
+class ImageError(ValueError):
+    """An input that is not a readable image; the message says why and what is accepted."""
+
+
+def open_image(src: ImageSource) -> Image.Image:
+    """Open a path, bytes, file object, PIL image or HxW[xC] array as a PIL image (first frame).
+
+    Raises ImageError with the reason (callers add the file name where they know it).
+    """
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, np.ndarray):
+        return _array_to_pil(src)
+    try:
+        if isinstance(src, (str, os.PathLike)):
+            if os.path.isdir(src):
+                raise ImageError("is a folder, not an image file")
+            img = Image.open(src)
+        elif isinstance(src, (bytes, bytearray, memoryview)):
+            if len(src) == 0:
+                raise ImageError("empty file")
+            img = Image.open(io.BytesIO(bytes(src)))
+        else:
+            img = Image.open(src)
+        img.seek(0)
+        return img
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"not a recognised image; accepted: {ACCEPTED}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"refused, image too large ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"cannot read image ({e})") from None
+
+
+def _array_to_pil(a: np.ndarray) -> Image.Image:
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageError(f"array of shape {a.shape}: expected HxW, HxWx3 or HxWx4")
+    if a.dtype != np.uint8:
+        a = np.asarray(a, dtype=np.float64)
+        if a.size and a.max() <= 1.0 and a.min() >= 0.0:
+            a = a * 255.0  # float images on the 0-1 scale
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB with EXIF orientation applied; alpha composited over white, 16-bit rescaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if img.mode == "F" and a.max() <= 1.0:
+            top = 1.0
+        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        base = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(base, img)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_rgb(src: ImageSource) -> Image.Image:
+    """Decode ``src`` fully as 8-bit RGB at its own size (for display and statistics)."""
+    img = open_image(src)
+    try:
+        return to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot decode image ({e})") from None
+
+
+def fit_to_input(img: Image.Image, size: int = INPUT_SIZE) -> Image.Image:
+    """Centre-crop to a square and downscale to ``size`` with antialiasing; ``size``-square images pass."""
+    if img.size == (size, size):
+        return img
+    return ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
+
+
+def load_image(src: ImageSource, size: int = INPUT_SIZE) -> np.ndarray:
+    """Any supported image -> the model's (size, size, 3) uint8 input, by the policy above."""
+    img = open_image(src)
+    try:
+        if img.format == "JPEG" and min(img.size) > 4 * size:
+            img.draft("RGB", (4 * size, 4 * size))  # fast reduced-scale JPEG decode
+        return np.asarray(fit_to_input(to_rgb(img), size), dtype=np.uint8)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot decode image ({e})") from None
+
+
+def to_batch(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """(N, H, W, 3) uint8 arrays -> (N, 3, H, W) uint8 tensor."""
+    a = np.stack(images) if isinstance(images, list) else images
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()
+
+
+def normalize(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """(N, 3, H, W) uint8 tensor -> normalised float32 tensor."""
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - m) / s
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; each probability is per image."""
+
+    hflip: float = 0.5  # horizontal flip, as in the CIFAKE research
+    brightness: float = 0.1  # brightness factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
+    p_color: float = 0.5  # share of images that get the brightness/contrast jitter
+    p_jpeg: float = 0.15  # JPEG re-compression at quality 40-95 (what the web does to uploads)
+    p_blur: float = 0.1  # Gaussian blur, sigma 0.3-1.0
+    p_resize: float = 0.1  # downscale to 50-90% and back up (a resized repost)
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Augment a (N, 3, H, W) uint8 batch with per-image random choices; returns uint8."""
+    n = x.shape[0]
+    rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    flip = rand(n) < cfg.hflip
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+
+    color = rand(n) < cfg.p_color
+    if color.any():
+        xf = x[color].float()
+        k = int(color.sum())
+        b = 1 + (rand(k, 1, 1, 1) * 2 - 1) * cfg.brightness
+        c = 1 + (rand(k, 1, 1, 1) * 2 - 1) * cfg.contrast
+        xf = xf * b
+        grey = (0.299 * xf[:, 0] + 0.587 * xf[:, 1] + 0.114 * xf[:, 2]).mean((1, 2)).view(k, 1, 1, 1)
+        xf = (xf - grey) * c + grey  # torchvision's adjust_contrast, per image
+        x = x.clone()
+        x[color] = xf.clamp(0, 255).round().to(torch.uint8)
+
+    x = _apply_to_subset(x, rand(n) < cfg.p_blur, lambda s, r: TF.gaussian_blur(
+        s, kernel_size=[3, 3], sigma=[0.3 + 0.7 * r]), gen)
+    x = _apply_to_subset(x, rand(n) < cfg.p_resize, lambda s, r: down_up(s, 0.5 + 0.4 * r), gen)
+    x = _apply_to_subset(x, rand(n) < cfg.p_jpeg, lambda s, r: jpeg_recompress(s, int(40 + 55 * r)), gen)
+    return x
+
+
+def _apply_to_subset(x, mask, fn, gen, groups: int = 4):
+    """Apply ``fn(subset, r)`` to the masked images, in a few groups each with its own r in [0, 1)."""
+    idx = mask.nonzero().flatten()
+    if idx.numel() == 0:
+        return x
+    x = x.clone()
+    for part in idx.chunk(groups):
+        r = float(torch.rand(1, generator=gen))
+        x[part] = fn(x[part], r)
+    return x
+
+
+def down_up(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Downscale a uint8 batch by ``scale`` and back to its size (antialiased)."""
+    h, w = x.shape[-2:]
+    small = TF.resize(x, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
+    return TF.resize(small, [h, w], antialias=True)
+
+
+def jpeg_recompress(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Re-encode a (N, 3, H, W) uint8 batch as JPEG at ``quality``."""
+    return torch.stack(decode_jpeg(encode_jpeg(list(x.contiguous()), quality=quality)))
+
+
+__all__ = [
+    "INPUT_SIZE", "MEAN", "STD", "CLASSES", "ACCEPTED", "ImageError", "AugmentConfig",
+    "open_image", "to_rgb", "load_rgb", "fit_to_input", "load_image", "to_batch", "normalize",
+    "augment_batch", "jpeg_recompress", "down_up",
+]
