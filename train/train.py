@@ -54,6 +54,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", default=0, type=int, help="CPU threads per process (0 = torch default)")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.state")
+    p.add_argument("--stop-after", default=0, type=int, help="end this invocation after N epochs (resume later with --resume)")
     p.add_argument("--max-epoch-steps", default=0, type=int, help="stop each epoch after this many steps (tests)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -121,7 +122,7 @@ def main(args: argparse.Namespace) -> dict:
         scheduler = None
 
     aug = None if args.no_augment else AugmentConfig(**{f.name: getattr(args, f"aug_{f.name}") for f in fields(AugmentConfig)})
-    train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress")}
+    train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "stop_after", "threads")}
     record = new_record(args.model, args.model_kwargs, train_args=train_args, data_fingerprint=data.fingerprint(),
                         data={"train": len(train_idx), "validation": len(val_idx), **data.counts()},
                         parameters=count_parameters(model))
@@ -145,7 +146,8 @@ def main(args: argparse.Namespace) -> dict:
             print(f"resumed from {out / 'last.state'} after epoch {state['epoch']}")
 
     gen = torch.Generator()
-    for epoch in range(start_epoch, args.epochs):
+    end = min(args.epochs, start_epoch + args.stop_after) if args.stop_after else args.epochs
+    for epoch in range(start_epoch, end):
         if stale >= args.patience:
             break
         t0 = time.perf_counter()

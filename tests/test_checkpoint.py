@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detector.checkpoint import (CheckpointError, load_checkpoint, load_state, new_record, save_checkpoint,
+                                 save_state, update_record)
+from detector.models import create_model
+from detector.predict import load
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("fakespot", widths=[8, 16], blocks=[1, 1])
+    rec = save_checkpoint(tmp_path / "m", model, new_record("fakespot", {"widths": [8, 16], "blocks": [1, 1]}))
+    return tmp_path / "m", model, rec
+
+
+def test_round_trip_gives_identical_predictions(saved):
+    stem, model, rec = saved
+    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    p1 = load(stem).predict(list(x))
+    model2, rec2 = load_checkpoint(str(stem) + ".safetensors")
+    assert rec2["weights_sha256"] == rec["weights_sha256"]
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    p2 = load(str(stem) + ".json").predict(list(x))
+    assert p1.shape == (6,) and np.array_equal(p1, p2)
+    assert ((p1 > 0) & (p1 < 1)).all()
+
+
+def test_record_is_self_describing(saved):
+    stem, _, _ = saved
+    rec = json.loads((stem.parent / "m.json").read_text())
+    for key in ("arch", "arch_kwargs", "input_size", "mean", "std", "classes", "threshold", "temperature",
+                "train_args", "data_fingerprint", "metrics", "versions", "weights_sha256"):
+        assert key in rec
+    assert rec["classes"] == ["real", "fake"] and rec["temperature"] == 1.0
+
+
+def test_truncated_weights_are_refused(saved):
+    stem, _, _ = saved
+    w = stem.parent / "m.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated, corrupt or from another checkpoint"):
+        load_checkpoint(stem)
+
+
+def test_garbage_weights_without_hash_are_refused(saved):
+    stem, _, _ = saved
+    update_record(stem, weights_sha256=None)
+    (stem.parent / "m.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(stem)
+
+
+def test_corrupt_record_is_refused(saved):
+    stem, _, _ = saved
+    (stem.parent / "m.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(stem)
+
+
+def test_mismatched_architecture_is_refused(saved):
+    stem, _, _ = saved
+    update_record(stem, arch_kwargs={"widths": [8, 32], "blocks": [1, 1]})
+    with pytest.raises(CheckpointError, match="do not fit architecture"):
+        load_checkpoint(stem)
+
+
+def test_missing_files_and_unknown_models_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+    with pytest.raises(CheckpointError, match="unknown model 'nope'"):
+        load("nope")
+
+
+def test_failed_write_leaves_the_old_file(saved, monkeypatch):
+    stem, model, _ = saved
+    before = (stem.parent / "m.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", boom)
+    with pytest.raises(OSError):
+        save_checkpoint(stem, create_model("fakespot", widths=[8, 16], blocks=[1, 1]), new_record("fakespot"))
+    assert (stem.parent / "m.safetensors").read_bytes() == before
+    assert not list(stem.parent.glob(".*.tmp"))
+
+
+def test_training_state_round_trip_without_pickle(tmp_path):
+    model = create_model("cnn")
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    save_state(tmp_path / "s", {"optimizer": opt.state_dict(), "epoch": 3, "history": [{"a": 1.5}], "none": None})
+    s = load_state(tmp_path / "s")
+    assert s["epoch"] == 3 and s["history"] == [{"a": 1.5}] and s["none"] is None
+    opt2 = torch.optim.AdamW(model.parameters())
+    opt2.load_state_dict(s["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    (tmp_path / "s.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError):
+        load_state(tmp_path / "s")
