@@ -112,6 +112,17 @@ def read_record(path: str | os.PathLike) -> dict:
     return record
 
 
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **fields) -> dict:
+    """Copy a verified checkpoint to ``dst`` (e.g. to ship a run's best epoch), with ``fields`` set."""
+    _, record = load_checkpoint(src)  # verifies hash and architecture before anything is written
+    wsrc, _ = resolve(src)
+    wdst, rdst = resolve(dst)
+    atomic_write(wdst, wsrc.read_bytes())
+    record = dict(record, weights_file=wdst.name, **fields)
+    atomic_write_json(rdst, record)
+    return record
+
+
 def update_record(path: str | os.PathLike, **fields) -> dict:
     """Rewrite a checkpoint's JSON record with ``fields`` changed; the weights are untouched."""
     record = read_record(path)
