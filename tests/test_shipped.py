@@ -1,0 +1,45 @@
+"""The checkpoints in checkpoints/ load (hash-checked), describe themselves and predict the example images."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import detector
+from detector.checkpoint import read_record
+from detector.predict import CHECKPOINT_DIR, DEFAULT_MODEL
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg"))
+SHIPPED = ["cnn", "resnet50", "fakespot"]
+
+
+def test_every_model_is_shipped_and_the_default_comes_first():
+    names = detector.shipped_models()
+    assert sorted(names) == sorted(SHIPPED)
+    assert names[0] == DEFAULT_MODEL == "fakespot"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_loads_and_predicts(name):
+    rec = read_record(CHECKPOINT_DIR / name)
+    assert rec["name"] == name and rec["data_fingerprint"]
+    for split in ("validation", "test", "test_dedup"):
+        assert 0.5 < rec["metrics"][split]["accuracy"] <= 1.0
+    assert rec["metrics"]["test"]["n"] == 20000 and rec["metrics"]["test_dedup"]["n"] == 20000 - 378
+    model = detector.load(name)
+    p = model.predict(EXAMPLES)
+    assert p.shape == (len(EXAMPLES),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+
+
+def test_default_model_tells_the_examples_apart_on_average():
+    p = detector.load().predict(EXAMPLES)
+    fake = np.array(["fake_" in e.name for e in EXAMPLES])
+    assert p[fake].mean() > p[~fake].mean()
+
+
+def test_app_backend_returns_p_fake_and_label():
+    import app
+
+    out = app.predict(detector.preprocess.load_rgb(EXAMPLES[0]))
+    assert set(out) >= {"p_fake", "label"} and out["label"] in ("real", "fake") and 0 <= out["p_fake"] <= 1
