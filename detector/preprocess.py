@@ -157,6 +157,7 @@ class AugmentConfig:
     """Training-time augmentation; each probability is per image."""
 
     hflip: float = 0.5  # horizontal flip, as in the CIFAKE research
+    translate: int = 4  # random shift of up to this many pixels (reflect padding + crop); 0 = off
     brightness: float = 0.1  # brightness factor drawn from [1 - b, 1 + b]
     contrast: float = 0.1  # contrast factor drawn from [1 - c, 1 + c]
     p_color: float = 0.5  # share of images that get the brightness/contrast jitter
@@ -171,6 +172,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     rand = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     flip = rand(n) < cfg.hflip
     x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    if cfg.translate:
+        x = random_translate(x, int(cfg.translate), gen)
 
     color = rand(n) < cfg.p_color
     if color.any():
@@ -189,6 +192,14 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     x = _apply_to_subset(x, rand(n) < cfg.p_resize, lambda s, r: down_up(s, 0.5 + 0.4 * r), gen)
     x = _apply_to_subset(x, rand(n) < cfg.p_jpeg, lambda s, r: jpeg_recompress(s, int(40 + 55 * r)), gen)
     return x
+
+
+def random_translate(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``k`` pixels each way: reflect-pad by ``k``, crop at a random offset."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x.float(), (k, k, k, k), mode="reflect").to(x.dtype)
+    dy, dx = torch.randint(0, 2 * k + 1, (2, n), generator=gen).tolist()
+    return torch.stack([padded[i, :, a:a + h, b:b + w] for i, (a, b) in enumerate(zip(dy, dx))])
 
 
 def _apply_to_subset(x, mask, fn, gen, groups: int = 4):

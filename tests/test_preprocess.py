@@ -105,5 +105,18 @@ def test_augment_batch_is_seeded_and_changes_images():
     assert torch.equal(a, b)
     changed = (a != x).flatten(1).any(1).float().mean()
     assert changed > 0.5
-    none = AugmentConfig(hflip=0, p_color=0, p_jpeg=0, p_blur=0, p_resize=0)
+    none = AugmentConfig(hflip=0, translate=0, p_color=0, p_jpeg=0, p_blur=0, p_resize=0)
     assert torch.equal(augment_batch(x, none, torch.Generator()), x)
+
+
+def test_random_translate_shifts_content_by_at_most_k():
+    from detector.preprocess import random_translate
+
+    x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    x[:, :, 14:18, 14:18] = 255  # a bright square in the centre
+    y = random_translate(x, 4, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    for img in y:
+        rows, cols = img[0].nonzero(as_tuple=True)
+        assert 10 <= rows.min() <= 18 and 10 <= cols.min() <= 18 and len(rows) == 16
+    assert not all(torch.equal(a, x[0]) for a in y)

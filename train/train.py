@@ -49,7 +49,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--limit", default=0, type=int, help="use only this many training images (0 = all; for smoke tests)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     for f in fields(AugmentConfig):
-        p.add_argument(f"--aug-{f.name.replace('_', '-')}", default=f.default, type=float, dest=f"aug_{f.name}")
+        p.add_argument(f"--aug-{f.name.replace('_', '-')}", default=f.default, type=type(f.default), dest=f"aug_{f.name}")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"], help="mixed precision (auto: bf16 where the hardware has it)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", default=0, type=int, help="CPU threads per process (0 = torch default)")
