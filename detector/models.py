@@ -111,10 +111,31 @@ class FakeSpotNet(nn.Module):
         return [self.stages[-1]]
 
 
+class Ensemble(nn.Module):
+    """Mean of the member models' logits; members are given as ``[{"arch": name, "kwargs": {...}}, ...]``.
+
+    Averaging logits of differently built models cancels part of their independent errors. Grad-CAM
+    hooks every member's layers; pytorch-grad-cam resizes each map to the input and averages them.
+    """
+
+    def __init__(self, members: list[dict]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(create_model(m["arch"], **m.get("kwargs", {})) for m in members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+    def cam_layers(self) -> list[nn.Module]:
+        return [layer for m in self.members for layer in m.cam_layers()]
+
+
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "cnn": CifakeCNN,
     "resnet50": ResNet50,
     "fakespot": FakeSpotNet,
+    "ensemble": Ensemble,
 }
 
 

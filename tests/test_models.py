@@ -3,7 +3,8 @@ import torch
 
 from detector.models import count_parameters, create_model, list_models
 
-SMALL = {"fakespot": {}, "cnn": {}, "resnet50": {}}
+SMALL = {"fakespot": {}, "cnn": {}, "resnet50": {},
+         "ensemble": {"members": [{"arch": "cnn"}, {"arch": "fakespot", "kwargs": {"widths": [8, 16], "blocks": [1, 1]}}]}}
 
 
 def test_cnn_is_the_published_baseline():
@@ -11,7 +12,7 @@ def test_cnn_is_the_published_baseline():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: cnn, fakespot, resnet50"):
+    with pytest.raises(ValueError, match="valid names: cnn, ensemble, fakespot, resnet50"):
         create_model("vgg")
 
 
@@ -31,7 +32,7 @@ def test_forward_backward_shapes_no_nans_every_parameter_gets_a_gradient(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_cam_layers_are_spatial_at_32x32(name):
-    model = create_model(name).eval()
+    model = create_model(name, **SMALL[name]).eval()
     layers = model.cam_layers()
     assert layers and all(isinstance(m, torch.nn.Module) for m in layers)
     shapes = []
@@ -41,3 +42,14 @@ def test_cam_layers_are_spatial_at_32x32(name):
     for h in hooks:
         h.remove()
     assert shapes and all(s[-1] >= 2 and s[-2] >= 2 for s in shapes), shapes
+
+
+def test_ensemble_is_the_mean_of_its_members_logits():
+    torch.manual_seed(0)
+    ens = create_model("ensemble", **SMALL["ensemble"]).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = (ens.members[0](x) + ens.members[1](x)) / 2
+        assert torch.allclose(ens(x), expected)
+    with pytest.raises(ValueError, match="at least one member"):
+        create_model("ensemble", members=[])
