@@ -42,6 +42,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -88,12 +91,19 @@ def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, record: dict) -> dict:
-    """Write weights and record atomically; returns the record as written (with the weights hash)."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, record: dict, half: bool = False) -> dict:
+    """Write weights and record atomically; returns the record as written (with the weights hash).
+
+    ``half`` stores large float tensors (conv and dense weights) as float16, halving the file; small
+    tensors (biases, BatchNorm statistics) stay float32. Loading casts back to the model's float32.
+    """
     wpath, rpath = resolve(path)
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    if half:
+        state = {k: v.half() if v.dtype == torch.float32 and v.numel() > 1024 else v for k, v in state.items()}
     blob = st_save(state, metadata={"format": FORMAT, "arch": record["arch"]})
-    record = dict(record, weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name)
+    record = dict(record, weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name,
+                  weights_storage="float16 for tensors over 1024 values" if half else "float32")
     atomic_write(wpath, blob)
     atomic_write_json(rpath, record)
     return record
@@ -112,15 +122,10 @@ def read_record(path: str | os.PathLike) -> dict:
     return record
 
 
-def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **fields) -> dict:
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = False, **fields) -> dict:
     """Copy a verified checkpoint to ``dst`` (e.g. to ship a run's best epoch), with ``fields`` set."""
-    _, record = load_checkpoint(src)  # verifies hash and architecture before anything is written
-    wsrc, _ = resolve(src)
-    wdst, rdst = resolve(dst)
-    atomic_write(wdst, wsrc.read_bytes())
-    record = dict(record, weights_file=wdst.name, **fields)
-    atomic_write_json(rdst, record)
-    return record
+    model, record = load_checkpoint(src)  # verifies hash and architecture before anything is written
+    return save_checkpoint(dst, model, dict(record, **fields), half=half)
 
 
 def update_record(path: str | os.PathLike, **fields) -> dict:

@@ -105,3 +105,18 @@ def test_training_state_round_trip_without_pickle(tmp_path):
     (tmp_path / "s.safetensors").write_bytes(b"junk")
     with pytest.raises(CheckpointError):
         load_state(tmp_path / "s")
+
+
+def test_half_storage_halves_the_file_and_predicts_almost_the_same(saved, tmp_path):
+    stem, model, _ = saved
+    x = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    big = create_model("cnn")
+    save_checkpoint(tmp_path / "f32", big, new_record("cnn"))
+    rec = save_checkpoint(tmp_path / "f16", big, new_record("cnn"), half=True)
+    assert rec["weights_storage"].startswith("float16")
+    size = lambda n: (tmp_path / f"{n}.safetensors").stat().st_size  # noqa: E731
+    assert size("f16") < 0.6 * size("f32")
+    m16, _ = load_checkpoint(tmp_path / "f16")
+    assert all(p.dtype == torch.float32 for p in m16.parameters())
+    assert np.allclose(load(tmp_path / "f16").predict(list(x)), load(tmp_path / "f32").predict(list(x)), atol=1e-3)
+    assert oct((tmp_path / "f16.json").stat().st_mode & 0o777) != oct(0o600)

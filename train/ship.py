@@ -23,9 +23,10 @@ def main() -> None:
     p.add_argument("--test", required=True, nargs="+", help="test data (folder or zip)")
     p.add_argument("--dedup", default="auto", help="as train.evaluate --dedup")
     p.add_argument("--dir", default=str(CHECKPOINT_DIR))
+    p.add_argument("--half", action="store_true", help="store large weight tensors as float16 (half the size)")
     args = p.parse_args()
     dst = Path(args.dir) / args.name
-    rec = copy_checkpoint(Path(args.run) / "best", dst, name=args.name)
+    rec = copy_checkpoint(Path(args.run) / "best", dst, half=args.half, name=args.name)
     print(f"shipped {args.run}/best (epoch {rec.get('epoch')}) as {dst}")
     evaluate.main(evaluate.get_args_parser().parse_args(
         ["--model", str(dst), "--data", *args.test, "--out", f"runs/eval/{args.name}", "--dedup", args.dedup,
