@@ -30,7 +30,8 @@ def main() -> None:
 
     loaded = [load_checkpoint(m) for m in args.members]
     records = [r for _, r in loaded]
-    keys = {(r["data_fingerprint"], r["train_args"]["seed"], r["train_args"]["val_fraction"]) for r in records}
+    keys = {(r["data_fingerprint"], r["train_args"].get("split_seed", 0), r["train_args"]["val_fraction"])
+            for r in records}
     if len(keys) != 1:
         raise SystemExit(f"members differ in training data or validation split: {keys}")
     if len({(tuple(r["mean"]), tuple(r["std"]), r["input_size"]) for r in records}) != 1:
@@ -56,7 +57,7 @@ def main() -> None:
                 "weights_sha256": r["weights_sha256"], "train_seconds": r.get("train_seconds"),
                 "epoch": r.get("epoch"), "train_args": r["train_args"]} for r, path in zip(records, args.members)]
     record = new_record("ensemble", {"members": [{"arch": m["arch"], "kwargs": m["kwargs"]} for m in members]},
-                        data_fingerprint=fp, train_args={"members": members, "seed": seed, "val_fraction": val_fraction},
+                        data_fingerprint=fp, train_args={"members": members, "split_seed": seed, "val_fraction": val_fraction},
                         train_seconds=sum(m["train_seconds"] or 0 for m in members),
                         parameters=count_parameters(ens), metrics={"validation": val})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,11 @@ PUBLISHED = [
 
 
 def _train_note(rec: dict) -> str:
-    return f"{rec.get('train_seconds', 0) / 60:.0f} min, {rec.get('epoch')} epochs"
+    minutes = rec.get("train_seconds", 0) / 60
+    if rec["arch"] == "ensemble":
+        parts = " + ".join(f"{(m.get('train_seconds') or 0) / 60:.0f}" for m in rec["train_args"]["members"])
+        return f"{minutes:.0f} min ({parts})"
+    return f"{minutes:.0f} min, {rec.get('epoch')} epochs"
 
 
 def rows() -> list[str]:

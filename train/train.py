@@ -45,7 +45,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "constant"])
     p.add_argument("--val-fraction", default=0.05, type=float, help="share of the training data held out for validation")
     p.add_argument("--patience", default=5, type=int, help="stop after this many epochs without a better validation loss")
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--seed", default=0, type=int, help="initialisation, shuffling and augmentation")
+    p.add_argument("--split-seed", default=0, type=int, help="train/validation split (keep it fixed across runs)")
     p.add_argument("--limit", default=0, type=int, help="use only this many training images (0 = all; for smoke tests)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     for f in fields(AugmentConfig):
@@ -91,7 +92,7 @@ def main(args: argparse.Namespace) -> dict:
         print(f"skipped {len(data.errors)} unreadable files, e.g. {data.errors[0]}")
     if args.limit:
         data = data.subset(np.random.default_rng(args.seed).permutation(len(data))[: args.limit])
-    train_idx, val_idx = train_val_split(data, args.val_fraction, args.seed)
+    train_idx, val_idx = train_val_split(data, args.val_fraction, args.split_seed)
     images = to_batch(data.images)
     labels = torch.from_numpy(data.labels)
     tr_images, tr_labels = images[train_idx], labels[train_idx]
