@@ -130,6 +130,7 @@ def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size:
     images, labels, names, hashes, errors = [], [], [], [], []
     for name, data, err in tqdm(iter_sources(paths), desc="decoding", unit="img", disable=not progress,
                                 mininterval=1.0):
+        # A zip entry is shown as ZIP:INNER; label from INNER, or 'x.zip:FAKE/a.png' hides the FAKE folder.
         label = label_from_path(name.split(":", 1)[-1] if ":" in name else name)
         if labelled and label < 0:
             continue
@@ -177,8 +178,13 @@ def read_duplicate_hashes(tsv: str | os.PathLike, kinds: tuple[str, ...] = ("tra
     return out
 
 
-def drop_duplicates(test: ImageSet, known: set[str] | ImageSet) -> tuple[ImageSet, int]:
-    """Remove test images whose bytes also occur in ``known`` (a training set or a set of hashes)."""
+def duplicate_mask(test: ImageSet, known: set[str] | ImageSet) -> np.ndarray:
+    """True for each test image whose bytes also occur in ``known`` (a training set or a set of hashes)."""
     hashes = set(known.hashes) if isinstance(known, ImageSet) else known
-    keep = [i for i, h in enumerate(test.hashes) if h not in hashes]
-    return test.subset(keep), len(test) - len(keep)
+    return np.fromiter((h in hashes for h in test.hashes), dtype=bool, count=len(test))
+
+
+def drop_duplicates(test: ImageSet, known: set[str] | ImageSet) -> tuple[ImageSet, int]:
+    """Remove test images whose bytes also occur in ``known``; returns the rest and how many went."""
+    dup = duplicate_mask(test, known)
+    return test.subset(np.flatnonzero(~dup)), int(dup.sum())

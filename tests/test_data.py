@@ -46,7 +46,6 @@ def _toy_set(hashes, labels):
 
 
 def test_split_is_seeded_stratified_and_keeps_duplicates_together():
-    rng = np.random.default_rng(0)
     hashes = [f"h{i}" for i in range(400)] + ["dup"] * 6  # six byte-identical files
     labels = [0] * 200 + [1] * 200 + [1] * 6
     s = _toy_set(hashes, labels)
@@ -58,7 +57,6 @@ def test_split_is_seeded_stratified_and_keeps_duplicates_together():
     assert len(dup_side) == 1
     assert abs((s.labels[va] == 1).mean() - 0.5) < 0.06
     assert not np.array_equal(train_val_split(s, 0.1, seed=4)[1], va)
-    del rng
 
 
 def test_drop_duplicates_by_hash_and_tsv(tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from detector.models import count_parameters
 from detector.predict import load, shipped_models
 
 
@@ -50,7 +51,7 @@ def bench(name: str, args) -> dict:
         t = time.perf_counter()
         pred.predict_arrays(arrays, args.batch_size)
         rates.append(len(arrays) / (time.perf_counter() - t))
-    return {"model": pred.name, "parameters": sum(p.numel() for p in pred.model.parameters()),
+    return {"model": pred.name, "parameters": count_parameters(pred.model),
             "threads": torch.get_num_threads(), "single_ms_median": statistics.median(single),
             "single_ms_p90": float(np.percentile(single, 90)), "batch_size": args.batch_size,
             "images_per_s_median": statistics.median(rates)}

@@ -43,21 +43,22 @@ def main() -> None:
     data = load_image_set(args.data, labelled=True)
     if data.fingerprint() != records[0]["data_fingerprint"]:
         raise SystemExit("--data is not the data the members were trained on")
-    fp, seed, val_fraction = keys.pop()
-    _, val_idx = train_val_split(data, val_fraction, seed)
+    fp, split_seed, val_fraction = keys.pop()
+    _, val_idx = train_val_split(data, val_fraction, split_seed)
     x = to_batch(data.images[val_idx])
     y = data.labels[val_idx]
     device = torch.device("cpu")
-    for r, (model, _) in zip(records, loaded):
-        m = compute_metrics(y, sigmoid(predict_logits(model, x, device)))
-        print(f"member {r['arch']} {r['arch_kwargs']}: validation acc {m['accuracy']:.4f} auc {m['roc_auc']:.5f}")
-    val = compute_metrics(y, sigmoid(predict_logits(ens, x, device)))
-    print(f"ensemble: validation acc {val['accuracy']:.4f} auc {val['roc_auc']:.5f}")
+    named = [(f"member {r['arch']} {r['arch_kwargs']}", model) for r, (model, _) in zip(records, loaded)]
+    measured = {label: compute_metrics(y, sigmoid(predict_logits(model, x, device)))
+                for label, model in named + [("ensemble", ens)]}
+    for label, m in measured.items():
+        print(f"{label}: validation acc {m['accuracy']:.4f} auc {m['roc_auc']:.5f}")
+    val = measured["ensemble"]
     members = [{"arch": r["arch"], "kwargs": r["arch_kwargs"], "checkpoint": str(path),
                 "weights_sha256": r["weights_sha256"], "train_seconds": r.get("train_seconds"),
                 "epoch": r.get("epoch"), "train_args": r["train_args"]} for r, path in zip(records, args.members)]
     record = new_record("ensemble", {"members": [{"arch": m["arch"], "kwargs": m["kwargs"]} for m in members]},
-                        data_fingerprint=fp, train_args={"members": members, "split_seed": seed, "val_fraction": val_fraction},
+                        data_fingerprint=fp, train_args={"members": members, "split_seed": split_seed, "val_fraction": val_fraction},
                         train_seconds=sum(m["train_seconds"] or 0 for m in members),
                         parameters=count_parameters(ens), metrics={"validation": val})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from detector.checkpoint import atomic_write_json, update_record
-from detector.data import drop_duplicates, load_image_set, read_duplicate_hashes
+from detector.data import duplicate_mask, load_image_set, read_duplicate_hashes
 from detector.metrics import compute_metrics
 from detector.plots import plot_evaluation
 from detector.predict import load, resolve_model
@@ -68,11 +68,9 @@ def main(args: argparse.Namespace) -> dict:
     }
     plot_evaluation(data.labels, p, threshold, out, title=predictor.name)
     if args.dedup:
-        keep = drop_duplicates(data, known_duplicate_hashes(args.dedup, args.data))[0]
-        idx = {name: i for i, name in enumerate(data.paths)}
-        sel = [idx[n] for n in keep.paths]
-        result["dedup"] = compute_metrics(data.labels[sel], p[sel], threshold)
-        result["dedup"]["removed"] = len(data) - len(sel)
+        keep = ~duplicate_mask(data, known_duplicate_hashes(args.dedup, args.data))
+        result["dedup"] = compute_metrics(data.labels[keep], p[keep], threshold)
+        result["dedup"]["removed"] = int((~keep).sum())
     atomic_write_json(out / "metrics.json", result)
     if args.write_record:
         fields = {args.write_record: result["official"]}

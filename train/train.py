@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
