@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix,
-                             f1_score, log_loss, precision_score, recall_score, roc_auc_score)
+                             f1_score, log_loss, precision_recall_curve, precision_score, recall_score,
+                             roc_auc_score, roc_curve)
 
 
 def compute_metrics(y_true, p_fake, threshold: float = 0.5) -> dict:
@@ -40,3 +41,23 @@ def compute_metrics(y_true, p_fake, threshold: float = 0.5) -> dict:
     out["real_accuracy"] = out["specificity"]  # share of real images called real
     out["fake_accuracy"] = tp / (tp + fn) if tp + fn else float("nan")  # share of fakes caught (= recall)
     return out
+
+
+def compact_curves(y_true, p_fake, points: int = 101) -> dict:
+    """ROC and precision-recall curves resampled to ``points`` values, small enough for a record.
+
+    ROC: TPR at evenly spaced FPR; PR: precision at evenly spaced recall (the best precision reachable
+    at that recall or more, as ``average_precision`` assumes). Both from scikit-learn's exact curves.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(p_fake, dtype=np.float64)
+    if len(np.unique(y)) != 2:
+        return {}
+    grid = np.linspace(0, 1, points)
+    fpr, tpr, _ = roc_curve(y, p)
+    precision, recall, _ = precision_recall_curve(y, p)
+    order = np.argsort(recall)
+    best = np.maximum.accumulate(precision[order][::-1])[::-1]  # best precision at recall >= r
+    pr = np.interp(grid, recall[order], best)
+    r4 = lambda a: [round(float(v), 5) for v in a]  # noqa: E731
+    return {"fpr": r4(grid), "tpr": r4(np.interp(grid, fpr, tpr)), "recall": r4(grid), "precision": r4(pr)}

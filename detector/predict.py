@@ -37,8 +37,12 @@ def fetch_from_hub(name: str, repo_id: str, revision: str | None = None) -> Path
     return Path(record).with_suffix("")
 
 
-def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
-    """A shipped model's name (fetched from the Hub when DETECTOR_HUB_REPO is set), or a checkpoint path."""
+def resolve_model(name_or_path: str | os.PathLike | None = None, notes: list[str] | None = None) -> Path:
+    """A shipped model's name (fetched from the Hub when DETECTOR_HUB_REPO is set), or a checkpoint path.
+
+    A failed Hub download falls back to the local checkpoint; the reason is logged and, when ``notes``
+    is given, appended to it (the app shows it).
+    """
     name = str(name_or_path or DEFAULT_MODEL)
     wpath, rpath = resolve(name)
     if rpath.exists() or wpath.exists() or os.sep in name or name.endswith((".json", ".safetensors")):
@@ -48,7 +52,10 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
         try:
             return fetch_from_hub(name, repo)
         except Exception as e:  # offline, missing file, auth: fall back to the local copy, loudly
-            log.warning("could not fetch %r from the Hub repository %s (%s); using the local checkpoint", name, repo, e)
+            msg = f"could not fetch {name!r} from the Hub repository {repo} ({type(e).__name__}: {e}); using the local checkpoint"
+            log.warning(msg)
+            if notes is not None:
+                notes.append(msg)
     local = CHECKPOINT_DIR / name
     if not local.with_suffix(".json").exists():
         available = ", ".join(shipped_models()) or "none found"
@@ -112,8 +119,9 @@ def _as_list(images) -> list:
     return [images] if _is_single(images) else list(images)
 
 
-def load(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Predictor:
+def load(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+         notes: list[str] | None = None) -> Predictor:
     """Load a shipped model by name (``cnn``, ``resnet50``, ``fakespot``) or a checkpoint path."""
-    stem = resolve_model(name_or_path)
+    stem = resolve_model(name_or_path, notes)
     model, record = load_checkpoint(stem, map_location=str(device))
     return Predictor(model, record, device, name=Path(stem).name)

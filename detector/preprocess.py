@@ -132,7 +132,7 @@ def load_image(src: ImageSource, size: int = INPUT_SIZE) -> np.ndarray:
     try:
         if img.format == "JPEG" and min(img.size) > 4 * size:
             img.draft("RGB", (4 * size, 4 * size))  # fast reduced-scale JPEG decode
-        return np.asarray(fit_to_input(to_rgb(img), size), dtype=np.uint8)
+        return np.array(fit_to_input(to_rgb(img), size), dtype=np.uint8)  # a writable copy
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from detector.checkpoint import atomic_write_json, update_record
 from detector.data import duplicate_mask, load_image_set, read_duplicate_hashes
-from detector.metrics import compute_metrics
+from detector.metrics import compact_curves, compute_metrics
 from detector.plots import plot_evaluation
 from detector.predict import load, resolve_model
 
@@ -66,11 +66,13 @@ def main(args: argparse.Namespace) -> dict:
         "skipped_files": [list(e) for e in data.errors], "commit": _git_commit(),
         "official": compute_metrics(data.labels, p, threshold),
     }
+    result["official"]["curves"] = compact_curves(data.labels, p)
     plot_evaluation(data.labels, p, threshold, out, title=predictor.name)
     if args.dedup:
         keep = ~duplicate_mask(data, known_duplicate_hashes(args.dedup, args.data))
         result["dedup"] = compute_metrics(data.labels[keep], p[keep], threshold)
         result["dedup"]["removed"] = int((~keep).sum())
+        result["dedup"]["curves"] = compact_curves(data.labels[keep], p[keep])
     atomic_write_json(out / "metrics.json", result)
     if args.write_record:
         fields = {args.write_record: result["official"]}

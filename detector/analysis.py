@@ -1,0 +1,200 @@
+"""One image, fully analysed: verdict, Grad-CAM maps, background share and image statistics.
+
+The web app and the benchmarks call this; it holds no UI. ``analyse`` is the whole server-side work of
+one request in the app's Analyse tab, and ``batch_rows`` is the Batch tab's per-file work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from .data import iter_sources
+from .explain import Explainer, background_share, object_mask
+from .predict import Predictor
+from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_rgb
+from .stats import image_stats, jpeg_quality
+
+UNCERTAIN_MARGIN = 0.15  # P(fake) within this distance of the threshold is reported as "uncertain"
+LARGE_FACTOR = 2  # an upload more than this many times the input size (per side) gets a plain warning
+DISPLAY_SIZE = 512  # longest side of the original shown back to the user
+
+
+def verdict(p_fake: float, threshold: float, margin: float = UNCERTAIN_MARGIN) -> str:
+    """'real', 'fake', or 'uncertain' when P(fake) is within ``margin`` of the threshold."""
+    if abs(p_fake - threshold) < margin:
+        return "uncertain"
+    return CLASSES[int(p_fake >= threshold)]
+
+
+def uncertain_band(threshold: float, margin: float = UNCERTAIN_MARGIN) -> tuple[float, float]:
+    return max(0.0, threshold - margin), min(1.0, threshold + margin)
+
+
+@dataclass
+class Analysis:
+    model: str
+    p_fake: float
+    label: str  # real or fake, by the threshold
+    verdict: str  # real, fake or uncertain
+    threshold: float
+    size: tuple[int, int]  # the upload's (width, height), after EXIF rotation
+    format: str | None
+    jpeg_quality: int | None
+    model_input: np.ndarray  # (32, 32, 3) uint8: what the model sees
+    display: np.ndarray  # the upload as RGB, at most DISPLAY_SIZE on its longest side
+    method: str = ""
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # class -> (32, 32) map in [0, 1]
+    foreground: np.ndarray | None = None  # (32, 32) bool object mask
+    background_share: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def large(self) -> bool:
+        return max(self.size) > LARGE_FACTOR * self.model_input.shape[0]
+
+    @property
+    def background_area(self) -> float:
+        """The background's share of the image area: what an evenly spread heatmap would score."""
+        return float(1 - self.foreground.mean()) if self.foreground is not None else float("nan")
+
+    def size_note(self) -> str:
+        w, h = self.size
+        s = self.model_input.shape[0]
+        if not self.large:
+            return f"The image is {w}x{h}, close to the {s}x{s} images the model was trained on."
+        crop = " centre-cropped to a square and" if w != h else ""
+        return (f"The image is {w}x{h} pixels, far larger than the {s}x{s} images the model was trained on: "
+                f"it was{crop} shrunk to {s}x{s}, and the model judges only that thumbnail. Fine detail is "
+                "lost, so verdicts on large photos are much less reliable than on CIFAKE-style images.")
+
+    def summary(self) -> dict:
+        """The JSON form (what the API returns): numbers and names, no arrays."""
+        lo, hi = uncertain_band(self.threshold)
+        out = {"p_fake": round(self.p_fake, 6), "label": self.label, "verdict": self.verdict,
+               "threshold": self.threshold, "uncertain_band": [round(lo, 4), round(hi, 4)], "model": self.model,
+               "width": self.size[0], "height": self.size[1], "format": self.format,
+               "jpeg_quality": self.jpeg_quality, "resized": self.large}
+        if self.stats:
+            out["stats"] = {k: round(v, 6) for k, v in self.stats.items()}
+        if self.heatmaps:
+            out["cam_method"] = self.method
+            out["background_share"] = {k: (None if np.isnan(v) else round(v, 4))
+                                       for k, v in self.background_share.items()}
+            out["background_area"] = round(self.background_area, 4)
+        return out
+
+
+def _decode(src: ImageSource, input_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str | None, int | None]:
+    """Model input (by the shared policy), a display copy, the size, format and JPEG quality."""
+    model_input = load_image(src, input_size)
+    if hasattr(src, "seek"):
+        src.seek(0)
+    img = open_image(src)
+    fmt, quality = img.format, jpeg_quality(img)
+    try:
+        if fmt == "JPEG":
+            img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # the size is only for display below
+        rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot decode image ({e})") from None
+    size = _true_size(src, rgb.size)
+    rgb.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
+    return model_input, np.asarray(rgb), size, fmt, quality
+
+
+def _true_size(src: ImageSource, decoded: tuple[int, int]) -> tuple[int, int]:
+    """The upload's full size after EXIF rotation (a draft decode may have shrunk ``decoded``)."""
+    if isinstance(src, np.ndarray) or isinstance(src, Image.Image):
+        return decoded
+    if hasattr(src, "seek"):
+        src.seek(0)
+    img = open_image(src)
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None = None, method: str = "GradCAM",
+            with_stats: bool = True) -> Analysis:
+    """Everything the app shows for one image. Without an explainer, no heatmaps are computed."""
+    t = {"start": time.perf_counter()}
+    model_input, display, size, fmt, quality = _decode(src, predictor.input_size)
+    t["decode"] = time.perf_counter()
+    p = float(predictor.predict_arrays(model_input[None])[0])
+    t["predict"] = time.perf_counter()
+    a = Analysis(model=predictor.name, p_fake=p, label=predictor.label(p), verdict=verdict(p, predictor.threshold),
+                 threshold=predictor.threshold, size=size, format=fmt, jpeg_quality=quality,
+                 model_input=model_input, display=display)
+    if explainer is not None:
+        a.method = method
+        a.heatmaps = explainer.heatmaps(model_input, method)
+        t["cam"] = time.perf_counter()
+        a.foreground = object_mask(model_input)
+        a.background_share = {c: background_share(m, a.foreground) for c, m in a.heatmaps.items()}
+        t["segment"] = time.perf_counter()
+    if with_stats:
+        a.stats = image_stats(model_input)
+        t["stats"] = time.perf_counter()
+    marks = list(t.items())
+    a.seconds = {k: v - marks[i][1] for i, (k, v) in enumerate(marks[1:])}
+    a.seconds["total"] = marks[-1][1] - marks[0][1]
+    return a
+
+
+def batch_rows(predictor: Predictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
+               chunk: int = 256) -> Iterator[tuple[list[dict], list[dict], int]]:
+    """Predict every image under ``paths`` (files, folders, zips) in chunks.
+
+    Yields ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "label", "verdict", stats...}``,
+    errors are ``{"file", "reason"}``, ``done`` counts the files handled so far. ``names`` maps a path to
+    the name to show (the upload's original name rather than a temporary path).
+    """
+    names = names or {}
+
+    def shown(path: str) -> str:
+        for real, nice in names.items():
+            if path == real or path.startswith(real + ":"):
+                return nice + path[len(real):]
+        return path
+
+    done, pending, arrays = 0, [], []
+    rows, errors = [], []
+
+    def flush():
+        nonlocal pending, arrays
+        if arrays:
+            p = predictor.predict_arrays(np.stack(arrays))
+            for (name, qual), img, pi in zip(pending, arrays, p):
+                row = {"file": name, "p_fake": round(float(pi), 6), "label": predictor.label(float(pi)),
+                       "verdict": verdict(float(pi), predictor.threshold), "jpeg_quality": qual}
+                row.update({k: round(v, 6) for k, v in image_stats(img).items()})
+                rows.append(row)
+        pending, arrays = [], []
+
+    for path, data, err in iter_sources(list(paths)):
+        name = shown(path)
+        done += 1
+        if err is None:
+            try:
+                arrays.append(load_image(data, predictor.input_size))
+                pending.append((name, jpeg_quality(open_image(io.BytesIO(data)))))
+            except ImageError as e:
+                err = str(e)
+        if err is not None:
+            errors.append({"file": name, "reason": err})
+        if len(arrays) >= chunk:
+            flush()
+            yield rows, errors, done
+            rows, errors = [], []
+    flush()
+    yield rows, errors, done

@@ -1,0 +1,134 @@
+"""Grad-CAM explanations (pytorch-grad-cam) and how much of a heatmap falls on the background.
+
+    ex = Explainer(detector.load())
+    maps = ex.heatmaps(image32, method="GradCAM")          # {"fake": (32, 32), "real": (32, 32)} in [0, 1]
+    fg = object_mask(image32)                              # (32, 32) bool, True on the main object
+    background_share(maps["fake"], fg)                     # share of heatmap energy off the object
+
+Target layers come from each model's ``cam_layers()``; nothing here knows a layer path. The target of
+a map is a tiny callable, pytorch-grad-cam's ``BinaryClassifierOutputTarget``: +logit for "fake",
+-logit for "real", which fits our one-logit models.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import cv2
+import numpy as np
+import torch
+from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM, ScoreCAM,
+                              XGradCAM)
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
+from .preprocess import CLASSES, normalize, to_batch
+
+# Display name -> pytorch-grad-cam class. EigenCAM is class-agnostic (the same map for both classes).
+CAM_METHODS = {
+    "GradCAM": GradCAM,
+    "GradCAM++": GradCAMPlusPlus,
+    "HiResCAM": HiResCAM,
+    "LayerCAM": LayerCAM,
+    "XGradCAM": XGradCAM,
+    "EigenCAM": EigenCAM,
+    "ScoreCAM": ScoreCAM,
+}
+CLASS_AGNOSTIC = {"EigenCAM"}
+FLOOR_METHOD = {"RandomCAM": RandomCAM}  # a baseline for faithfulness studies, not offered in the app
+
+
+def cam_class(method: str):
+    try:
+        return {**CAM_METHODS, **FLOOR_METHOD}[method]
+    except KeyError:
+        raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}") from None
+
+
+class Explainer:
+    """Grad-CAM for one predictor. Thread-safe: the CAM hooks live on a private copy of the model,
+    and one lock serialises explanations, so concurrent predictions never see the hooks."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.model = copy.deepcopy(predictor.model).float().eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # no weight gradients: the input carries the graph (see _input)
+        self.target_layers = list(self.model.cam_layers())
+        self._lock = threading.Lock()
+
+    def _input(self, images: np.ndarray) -> torch.Tensor:
+        x = normalize(to_batch(images), self.predictor.mean, self.predictor.std)
+        return x.to(self.predictor.device).requires_grad_(True)
+
+    def heatmaps(self, image: np.ndarray, method: str = "GradCAM",
+                 classes: tuple[str, ...] = ("fake", "real")) -> dict[str, np.ndarray]:
+        """Maps in [0, 1] at the model's input size for each class, from one (H, W, 3) uint8 model input.
+
+        All classes are explained in one batched forward and backward pass (one copy of the image per
+        class). A map is all zeros only when no region pushes the logit toward that class.
+        """
+        for c in classes:
+            if c not in CLASSES:
+                raise ValueError(f"unknown class {c!r}; choose from {CLASSES}")
+        images = np.repeat(np.asarray(image)[None], len(classes), axis=0)
+        targets = [BinaryClassifierOutputTarget(CLASSES.index(c)) for c in classes]
+        with self._lock, cam_class(method)(model=self.model, target_layers=self.target_layers) as cam:
+            if hasattr(cam, "batch_size"):
+                cam.batch_size = 64  # ScoreCAM: masked copies per forward pass
+            maps = cam(input_tensor=self._input(images), targets=targets)
+        return {c: np.nan_to_num(m.astype(np.float32)) for c, m in zip(classes, maps)}
+
+
+def object_mask(image: np.ndarray, work_size: int = 96, iterations: int = 3, margin: float = 0.125) -> np.ndarray:
+    """Segment the main object with OpenCV's GrabCut; True on the object, at the image's size.
+
+    CIFAKE images are small and centred, so GrabCut starts from a rectangle inset by ``margin`` on each
+    side, on a bicubic enlargement to ``work_size`` (GrabCut's colour models need more than 32x32 pixels).
+    When GrabCut keeps almost nothing or almost everything (flat or busy images) the rectangle itself is
+    used. Seeded, so the same image always gets the same mask.
+    """
+    h, w = image.shape[:2]
+    big = cv2.resize(np.ascontiguousarray(image), (work_size, work_size), interpolation=cv2.INTER_CUBIC)
+    m = max(1, int(round(work_size * margin)))
+    rect = (m, m, work_size - 2 * m, work_size - 2 * m)
+    mask = np.zeros((work_size, work_size), np.uint8)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(cv2.cvtColor(big, cv2.COLOR_RGB2BGR), mask, rect, np.zeros((1, 65)), np.zeros((1, 65)),
+                    iterations, cv2.GC_INIT_WITH_RECT)
+        fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
+    except cv2.error:  # degenerate colour models (e.g. a flat image)
+        fg = np.zeros((work_size, work_size), np.float32)
+    fg_small = cv2.resize(fg, (w, h), interpolation=cv2.INTER_AREA) >= 0.5
+    if not 0.05 <= fg_small.mean() <= 0.95:
+        fg_small = np.zeros((h, w), bool)
+        mh, mw = int(round(h * margin)), int(round(w * margin))
+        fg_small[mh:h - mh, mw:w - mw] = True
+    return fg_small
+
+
+def background_share(cam: np.ndarray, foreground: np.ndarray) -> float:
+    """Share of heatmap energy on the background (off the object); NaN for an all-zero map.
+
+    Compare it with the background's share of the area: a map spread evenly scores exactly that.
+    """
+    total = float(cam.sum())
+    return float(cam[~foreground].sum() / total) if total > 0 else float("nan")
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, size: int = 256, image_weight: float = 0.5) -> np.ndarray:
+    """The heatmap over the image, both enlarged to ``size`` (image: nearest-neighbour; map: bilinear)."""
+    rgb = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32) / 255
+    heat = cv2.resize(cam.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    return show_cam_on_image(rgb, np.clip(heat, 0, 1), use_rgb=True, image_weight=image_weight)
+
+
+def outline(image: np.ndarray, foreground: np.ndarray, size: int = 256) -> np.ndarray:
+    """The image enlarged with the object mask's outline drawn on it, to show what counts as object."""
+    big = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST).copy()
+    fg = cv2.resize(foreground.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(big, contours, -1, (0, 255, 255), 2)
+    return big

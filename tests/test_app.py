@@ -1,0 +1,165 @@
+"""The web app: its backend functions, the app launched headless and called through gradio_client,
+and an end-to-end run in a real browser (Playwright driving Debian's Chromium)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "assets" / "examples"
+FAKE_EXAMPLE = EXAMPLES / "fake_cat.jpg"
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield url
+    app.demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+# --- backend, called directly ---------------------------------------------------------------------
+
+def test_every_shipped_model_is_offered():
+    assert app.MODEL_NAMES[0] == "fakespot" and set(app.MODEL_NAMES) >= {"cnn", "resnet50", "fakespot"}
+    assert app.NOTES == []  # nothing went wrong while loading
+
+
+def test_analyse_ui_fills_every_output():
+    out = app.analyse_ui(str(FAKE_EXAMPLE), "cnn", "GradCAM++")
+    assert len(out) == 14 and all(o is not None for o in out)
+    verdict, probs, *_, summary = out
+    assert "P(fake)" in verdict and probs["fake"] == pytest.approx(summary["p_fake"], abs=1e-6)
+    assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++"
+    stats_rows = out[9]
+    assert [r[0] for r in stats_rows] == [v[0] for v in app.STATS.values()]
+
+
+def test_analyse_ui_clear_returns_empty_outputs():
+    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 14
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is text, not a JPEG")
+    with pytest.raises(gr.Error, match="notes.jpg: not a recognised image"):
+        app.analyse_ui(str(bad), "cnn", "GradCAM")
+    with pytest.raises(gr.Error, match="Unknown model"):
+        app.predict_api(str(FAKE_EXAMPLE), "no-such-model")
+    with pytest.raises(gr.Error, match="Unknown CAM method"):
+        app.explain_api(str(FAKE_EXAMPLE), "cnn", "MagicCAM")
+    with pytest.raises(gr.Error, match="upload an image"):
+        app.predict_api(None)
+
+
+def test_batch_ui_writes_csv_and_json_and_lists_bad_files(tmp_path):
+    zpath = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for p in sorted(EXAMPLES.glob("*_*.jpg")):
+            z.write(p, f"imgs/{p.name}")
+        z.writestr("imgs/empty.png", b"")
+    loose = tmp_path / "loose.png"
+    Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(loose)
+    summary, table, files, errors = app.batch_ui([str(zpath), str(loose)], "cnn", progress=lambda *a, **k: None)
+    n = len(list(EXAMPLES.glob("*_*.jpg"))) + 1
+    assert f"**{n} images analysed**" in summary and "**1 files could not be read**" in summary
+    assert len(table.value["data"]) == n and errors.value["data"][0][0] == "mixed.zip:imgs/empty.png"
+    csv_path, json_path = files
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n + 1 and rows[-1]["error"] == "empty file"
+    data = json.loads(Path(json_path).read_text())
+    assert len(data["results"]) == n and data["errors"][0]["reason"] == "empty file"
+
+
+def test_models_tab_reads_the_records():
+    info, plot = app.model_tab("fakespot")
+    assert "CIFAKE test (official)" in info and "deduplicated" in info
+    assert plot.ndim == 3 and plot.shape[2] == 3
+
+
+# --- the running app, through gradio_client -------------------------------------------------------
+
+def test_api_predict(client):
+    from gradio_client import handle_file
+
+    out = client.predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
+    assert isinstance(out["p_fake"], float) and out["label"] in ("real", "fake")
+    assert out["p_fake"] == pytest.approx(app.predict_api(str(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
+    cnn = client.predict(handle_file(str(FAKE_EXAMPLE)), "cnn", api_name="/predict")
+    assert cnn["model"] == "cnn"
+
+
+def test_api_explain_returns_a_heatmap(client):
+    from gradio_client import handle_file
+
+    heat, info = client.predict(handle_file(str(FAKE_EXAMPLE)), "fakespot", "HiResCAM", "fake", api_name="/explain")
+    img = np.asarray(Image.open(heat))
+    assert img.shape[:2] == (app.VIEW, app.VIEW) and img.std() > 0
+    assert info["target"] == "fake" and info["cam_method"] == "HiResCAM" and 0 <= info["background_share"]["fake"] <= 1
+
+
+def test_api_rejects_a_non_image_with_a_reason(client, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "text.png"
+    bad.write_bytes(b"plain text")
+    with pytest.raises(Exception, match=r"(?i)image"):
+        client.predict(handle_file(str(bad)), api_name="/predict")
+
+
+def test_api_lists_the_named_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/predict", "/explain"} <= names
+
+
+# --- a real browser -----------------------------------------------------------------------------------
+
+def test_browser_upload_shows_verdict_and_heatmap(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(server)
+            page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
+            verdict = page.locator("#verdict")
+            expect(verdict).to_contain_text("P(fake) =", timeout=60_000)
+            expect(verdict).to_contain_text("AI-generated")  # a CIFAKE fake the default model gets right
+            heat = page.locator("#heatmap img")
+            expect(heat).to_be_visible(timeout=30_000)
+            box = heat.bounding_box()
+            assert box and box["width"] > 50 and box["height"] > 50
+            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        finally:
+            browser.close()
