@@ -75,7 +75,7 @@ class FakeSpotNet(nn.Module):
     Why this shape: the evidence that separates Stable Diffusion output from CIFAR photos is in
     fine texture and high frequencies, so the network keeps full resolution for its first stage
     (no early stride or pooling) and only then widens and downsamples. Residual BasicBlocks from
-    torchvision, BatchNorm, global average pooling, one logit. Grad-CAM hooks the 8x8 stage.
+    torchvision, BatchNorm, global average pooling, one logit. Grad-CAM hooks the last stage (4x4 with four stages).
     """
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (1, 1, 1)) -> None:

@@ -1,0 +1,110 @@
+"""Speed of the web app on the CPU: server-side work per request, and round trips through the API.
+
+    python -m train.benchmark_app [--models fakespot cnn resnet50] [--runs 30] [--threads 2]
+
+For each model it prints the median server-side time of a full single-image request in the Analyse tab
+(decode, prediction, Grad-CAM for both classes, object mask, statistics, histogram and view rendering:
+``app.analyse_ui``), with the median of each stage. Then it launches the app and a trivial Gradio app
+(one image in, a fixed JSON out) in this process and prints the median round trip of ``/predict`` and
+``/explain`` through ``gradio_client`` beside the trivial app's, which is Gradio's own floor.
+Targets (default model, 2 cores): server-side <= 100 ms; round trip <= floor + 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import time
+
+import torch
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmark the web app")
+    p.add_argument("--models", nargs="*", default=None, help="default: every shipped model")
+    p.add_argument("--image", default="assets/examples/fake_cat.jpg", help="a CIFAKE-sized image")
+    p.add_argument("--photo", default="assets/examples/photo_grace_hopper.jpg", help="a full-size photo")
+    p.add_argument("--method", default="GradCAM")
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def _median_ms(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trivial_app():
+    import gradio as gr
+
+    with gr.Blocks() as demo:
+        image = gr.Image(type="filepath", image_mode=None)
+        out = gr.JSON()
+        gr.Button().click(lambda path: {"p_fake": 0.5, "label": "real"}, image, out, api_name="predict")
+    return demo
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import app
+    from detector.analysis import analyse
+    from gradio_client import Client, handle_file
+
+    models = args.models or app.MODEL_NAMES
+    result = {"threads": torch.get_num_threads(), "runs": args.runs, "method": args.method, "server": {}, "api": {}}
+    for name in models:
+        pred, explainer = app.MODELS[name]
+        row = {}
+        for label, path in (("cifake", args.image), ("photo", args.photo)):
+            row[f"full_request_ms_{label}"] = _median_ms(lambda: app.analyse_ui(path, name, args.method), args.runs)
+        stages = [analyse(pred, args.image, explainer, args.method).seconds for _ in range(args.runs)]
+        row["stages_ms_cifake"] = {k: round(1000 * statistics.median(s[k] for s in stages), 2) for k in stages[0]}
+        result["server"][name] = row
+        print(f"{name}: full request {row['full_request_ms_cifake']:.1f} ms (CIFAKE image), "
+              f"{row['full_request_ms_photo']:.1f} ms (512x600 photo); stages {row['stages_ms_cifake']}", flush=True)
+
+    port = _port()
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    tport = _port()
+    trivial = trivial_app()
+    _, turl, _ = trivial.queue().launch(server_name="127.0.0.1", server_port=tport, prevent_thread_lock=True, quiet=True)
+    try:
+        c, t = Client(url, verbose=False), Client(turl, verbose=False)
+        img = handle_file(args.image)
+        api = {"trivial_app_floor_ms": _median_ms(lambda: t.predict(img, api_name="/predict"), args.runs)}
+        for name in models:
+            api[f"{name}/predict_ms"] = _median_ms(lambda: c.predict(img, name, api_name="/predict"), args.runs)
+            api[f"{name}/explain_ms"] = _median_ms(
+                lambda: c.predict(img, name, args.method, "predicted", api_name="/explain"), args.runs)
+        result["api"] = {k: round(v, 1) for k, v in api.items()}
+        floor = api["trivial_app_floor_ms"]
+        print(f"round trip (median of {args.runs}): trivial Gradio app {floor:.0f} ms", flush=True)
+        for name in models:
+            p, e = api[f"{name}/predict_ms"], api[f"{name}/explain_ms"]
+            print(f"  {name}: /predict {p:.0f} ms (floor + {p - floor:.0f}), /explain {e:.0f} ms (floor + {e - floor:.0f})")
+    finally:
+        app.demo.close()
+        trivial.close()
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
