@@ -36,3 +36,32 @@ def test_default_model_tells_the_examples_apart_on_average():
     p = detector.load().predict(EXAMPLES)
     fake = np.array(["fake_" in e.name for e in EXAMPLES])
     assert p[fake].mean() > p[~fake].mean()
+
+
+def test_hub_download_failure_falls_back_to_local_and_says_so(monkeypatch):
+    monkeypatch.setenv("DETECTOR_HUB_REPO", "nobody/no-such-repo")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network in tests: the download must fail fast
+    notes: list[str] = []
+    model = detector.load("cnn", notes=notes)
+    assert model.name == "cnn" and len(notes) == 1
+    assert "nobody/no-such-repo" in notes[0] and "using the local checkpoint" in notes[0]
+
+
+def test_hub_download_is_used_when_it_works(monkeypatch, tmp_path):
+    import shutil
+
+    from detector import predict
+
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None):  # stands in for huggingface_hub.hf_hub_download
+        calls.append((repo_id, filename))
+        dst = tmp_path / filename
+        shutil.copy(ROOT / "checkpoints" / filename, dst)
+        return str(dst)
+
+    monkeypatch.setenv("DETECTOR_HUB_REPO", "org/fakespot")
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    assert predict.resolve_model("cnn") == tmp_path / "cnn"
+    assert calls == [("org/fakespot", "cnn.json"), ("org/fakespot", "cnn.safetensors")]
+    assert detector.load(tmp_path / "cnn").predict(EXAMPLES[0]) == detector.load("cnn").predict(EXAMPLES[0])
