@@ -99,29 +99,18 @@ def _decode(src: ImageSource, input_size: int) -> tuple[np.ndarray, np.ndarray, 
         src.seek(0)
     img = open_image(src)
     fmt, quality = img.format, jpeg_quality(img)
+    w, h = img.size  # before the draft decode below shrinks it; swapped if EXIF rotates by 90 degrees
+    size = (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
     try:
         if fmt == "JPEG":
-            img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # the size is only for display below
+            img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # only for display
         rgb = to_rgb(img)
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image ({e})") from None
-    size = _true_size(src, rgb.size)
     rgb.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
     return model_input, np.asarray(rgb), size, fmt, quality
-
-
-def _true_size(src: ImageSource, decoded: tuple[int, int]) -> tuple[int, int]:
-    """The upload's full size after EXIF rotation (a draft decode may have shrunk ``decoded``)."""
-    if isinstance(src, np.ndarray) or isinstance(src, Image.Image):
-        return decoded
-    if hasattr(src, "seek"):
-        src.seek(0)
-    img = open_image(src)
-    w, h = img.size
-    orientation = img.getexif().get(0x0112, 1)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None = None, method: str = "GradCAM",

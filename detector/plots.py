@@ -60,8 +60,8 @@ def plot_evaluation(y_true, p_fake, threshold: float, out_dir: str | os.PathLike
     return paths
 
 
-def stat_histograms(reference, values: dict[str, float] | None = None, names: list[str] | None = None):
-    """One small panel per statistic: the real and fake training distributions, the image's value marked.
+def stat_histograms(reference, names: list[str] | None = None):
+    """One small panel per statistic: the real and fake training distributions (normalised histograms).
 
     ``reference`` is a ``detector.stats.Reference``; returns a matplotlib Figure (the caller closes it).
     """
@@ -75,9 +75,6 @@ def stat_histograms(reference, values: dict[str, float] | None = None, names: li
         for cls, colour in (("real", "tab:blue"), ("fake", "tab:red")):
             counts = np.asarray(s[cls]["counts"], dtype=float)
             ax.stairs(counts / counts.sum(), edges, fill=True, alpha=0.35, color=colour, label=cls)
-        if values is not None and name in values:
-            v = float(np.clip(values[name], edges[0], edges[-1]))
-            ax.axvline(v, color="black", lw=2, label="this image")
         if s.get("log_x"):
             ax.set_xscale("log")
         ax.set_title(STATS[name][0], fontsize=9)
@@ -125,7 +122,7 @@ def figure_to_array(fig) -> np.ndarray:
 
 
 class StatHistogramPainter:
-    """``stat_histograms`` drawn once; each image only adds its markers (matplotlib blitting, a few ms).
+    """``stat_histograms`` drawn once; each image only adds its value markers (matplotlib blitting, a few ms).
 
     Thread-safe: one lock around the shared canvas.
     """
@@ -138,7 +135,7 @@ class StatHistogramPainter:
         from .stats import STATS
 
         self.names = names or list(STATS)
-        self.fig = stat_histograms(reference, None, self.names)
+        self.fig = stat_histograms(reference, self.names)
         axes = self.fig.axes
         handles, labels = axes[0].get_legend_handles_labels()
         axes[0].legend(handles + [Line2D([], [], color="black", lw=2)], labels + ["this image"], fontsize=7,

@@ -61,3 +61,15 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_stays_in_the_ball():
     fgsm, pgd = attack(pred, imgs, y, 8, 1), attack(pred, imgs, y, 8, 10)
     assert loss(fgsm) > loss(clean) and loss(pgd) >= loss(fgsm) - 1e-3
     assert np.allclose(attack(pred, imgs, y, 0, 1), clean, atol=1e-5)  # eps 0 changes nothing
+
+
+def test_report_rebuilds_results_md_from_saved_results(tmp_path):
+    import argparse
+
+    from train import report
+
+    text = report.main(argparse.Namespace(out=str(tmp_path / "RESULTS.md")))
+    assert (tmp_path / "RESULTS.md").read_text() == text
+    assert "## Shipped models on the CIFAKE test split" in text and "`fakespot`" in text
+    for name in report.STUDIES:
+        assert f"## {name.capitalize()}" in text or f"- {name}: not yet run" in text
