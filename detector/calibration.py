@@ -11,15 +11,13 @@ from scipy.optimize import minimize_scalar
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss
 
-
-def _p(logits: np.ndarray, temperature: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, np.float64) / temperature, -60, 60)))
+from .engine import sigmoid
 
 
 def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """The T minimising the validation log loss of sigmoid(logit / T) (a bounded 1-D search over log T)."""
     y = np.asarray(labels)
-    res = minimize_scalar(lambda lt: log_loss(y, np.clip(_p(logits, np.exp(lt)), 1e-12, 1 - 1e-12), labels=[0, 1]),
+    res = minimize_scalar(lambda lt: log_loss(y, np.clip(sigmoid(logits, np.exp(lt)), 1e-12, 1 - 1e-12), labels=[0, 1]),
                           bounds=np.log(bounds), method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
 

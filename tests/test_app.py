@@ -4,7 +4,6 @@ and an end-to-end run in a real browser (Playwright driving Debian's Chromium)."
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil

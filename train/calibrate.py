@@ -24,6 +24,7 @@ import numpy as np
 from detector.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 from detector.checkpoint import update_record
 from detector.data import load_image_set, train_val_split
+from detector.engine import sigmoid
 from detector.metrics import compute_metrics
 from detector.predict import load, resolve_model, shipped_models
 from train.results import FIGURES, save_result
@@ -46,7 +47,7 @@ def split_of(record: dict) -> tuple[float, int]:
 
 
 def measure(y, logits, temperature: float, threshold: float, bins: int) -> dict:
-    p = 1 / (1 + np.exp(-np.clip(logits / temperature, -60, 60)))
+    p = sigmoid(logits, temperature)
     m = compute_metrics(y, p, threshold)
     return {"accuracy": m["accuracy"], "log_loss": m["log_loss"], "brier": m["brier"], "roc_auc": m["roc_auc"],
             "ece": expected_calibration_error(y, p, bins), "reliability": reliability(y, p, bins)}
@@ -82,8 +83,7 @@ def main(args: argparse.Namespace) -> dict:
         yv, lv = train.labels[val_idx], pred.logits(train.images[val_idx]).astype(np.float64)
         yt, lt = test.labels, pred.logits(test.images).astype(np.float64)
         temperature = fit_temperature(lv, yv)
-        pv = 1 / (1 + np.exp(-np.clip(lv / temperature, -60, 60)))
-        threshold = choose_threshold(yv, pv)
+        threshold = choose_threshold(yv, sigmoid(lv, temperature))
         r = {"temperature": temperature, "threshold": threshold, "validation_split": {"fraction": frac, "seed": seed,
              "n": int(len(val_idx))}}
         for split, y, lg in (("validation", yv, lv), ("test", yt, lt)):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
 from detector.checkpoint import atomic_write_json, update_record
@@ -19,6 +18,7 @@ from detector.data import duplicate_mask, load_image_set, read_duplicate_hashes
 from detector.metrics import compact_curves, compute_metrics
 from detector.plots import plot_evaluation
 from detector.predict import load, resolve_model
+from train.results import git_commit
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -46,14 +46,6 @@ def known_duplicate_hashes(spec: str, data_paths: list[str]) -> set[str]:
     return set(load_image_set(spec, labelled=False, progress=False).hashes)
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(args: argparse.Namespace) -> dict:
     stem = resolve_model(args.model)
     predictor = load(stem)
@@ -63,7 +55,7 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     result = {
         "model": predictor.name, "checkpoint": str(stem), "data": args.data, "data_fingerprint": data.fingerprint(),
-        "skipped_files": [list(e) for e in data.errors], "commit": _git_commit(),
+        "skipped_files": [list(e) for e in data.errors], "commit": git_commit(),
         "official": compute_metrics(data.labels, p, threshold),
     }
     result["official"]["curves"] = compact_curves(data.labels, p)
