@@ -13,6 +13,7 @@ API (gradio_client): ``/predict`` (image [, model]) -> JSON with p_fake and labe
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -36,6 +37,8 @@ from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.stats import STATS, Reference, log_spectrum
 
 log = logging.getLogger("app")
+# A user's mistake is shown on the page with its reason; the server log gets no traceback for it.
+UserError = functools.partial(gr.Error, print_exception=False)
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "25mb"  # per upload; a batch zip counts as one file
@@ -75,28 +78,48 @@ CIFAKE_JPEG_QUALITY = sorted({q for c in REFERENCE.summary.get("jpeg_quality", {
 
 def _model(name: str | None):
     if not MODELS:
-        raise gr.Error("No model is loaded; see the note at the top of the page.")
+        raise UserError("No model is loaded; see the note at the top of the page.")
     name = name or DEFAULT
     if name not in MODELS:
-        raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        raise UserError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
     return MODELS[name]
 
 
 def _method(name: str | None) -> str:
     name = name or "GradCAM"
     if name not in CAM_METHODS:
-        raise gr.Error(f"Unknown CAM method {name!r}; choose one of {', '.join(CAM_METHODS)}.")
+        raise UserError(f"Unknown CAM method {name!r}; choose one of {', '.join(CAM_METHODS)}.")
     return name
 
 
+def _upload(value) -> tuple[str | None, str]:
+    """The uploaded file's path and the name to show, from what an image event receives.
+
+    Image events run with ``preprocess=False``: Gradio's own preprocessing opens every upload with
+    PIL before the app sees it, so a bad file would get Gradio's wording instead of ours. The raw
+    value is Gradio's file record, whose path Gradio has already checked lies in its upload cache;
+    in-process callers (tests, scripts) may pass a plain path.
+    """
+    if value is None:
+        return None, ""
+    if isinstance(value, (str, os.PathLike)):
+        return str(value), Path(value).name
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"]), str(value.get("orig_name") or Path(value["path"]).name)
+    if getattr(value, "path", None):
+        return str(value.path), str(getattr(value, "orig_name", None) or Path(value.path).name)
+    raise UserError(f"Expected an uploaded image file. Accepted: {ACCEPTED}.")
+
+
 def _run(image, model: str | None, method: str | None = None, explain: bool = True) -> Analysis:
-    if image is None:
-        raise gr.Error(f"Drop, paste or upload an image first. Accepted: {ACCEPTED}.")
+    path, shown = _upload(image)
+    if path is None:
+        raise UserError(f"Drop, paste or upload an image first. Accepted: {ACCEPTED}.")
     pred, explainer = _model(model)
     try:
-        return analyse(pred, image, explainer if explain else None, _method(method))
+        return analyse(pred, path, explainer if explain else None, _method(method))
     except ImageError as e:
-        raise gr.Error(f"{Path(str(image)).name}: {e}") from None
+        raise UserError(f"{shown}: {e}") from None
 
 
 # --- rendering helpers: Analysis -> what the page shows -------------------------------------------
@@ -196,7 +219,7 @@ def explain_api(image, model: str = None, method: str = "GradCAM", target: str =
     """/explain: one image -> (heatmap overlay for the target class, JSON with the background share)."""
     a = _run(image, model, method)
     if target not in ("predicted", *CLASSES):
-        raise gr.Error(f"target must be 'predicted', 'real' or 'fake', got {target!r}")
+        raise UserError(f"target must be 'predicted', 'real' or 'fake', got {target!r}")
     cls = a.label if target == "predicted" else target
     return overlay(a.model_input, a.heatmaps[cls], VIEW), dict(a.summary(), target=cls)
 
@@ -211,7 +234,7 @@ def _prune_exports() -> None:
 def batch_ui(files, model: str, progress=gr.Progress()):
     """The Batch tab: many files or zips -> table, summary, CSV and JSON downloads, and the bad files."""
     if not files:
-        raise gr.Error(f"Upload some images or a zip of images first. Accepted: {ACCEPTED}, and .zip.")
+        raise UserError(f"Upload some images or a zip of images first. Accepted: {ACCEPTED}, and .zip.")
     pred, _ = _model(model)
     paths = [str(f) for f in files]
     total = max(count_images(paths), 1)
@@ -341,7 +364,7 @@ def build_demo() -> gr.Blocks:
             outputs = [verdict, probs, seen, original, size_note, heat_pred, heat_other, objmask, background,
                        stats, hist, spectrum, jpeg, raw]
             gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
-                  outputs, api_name="analyse", api_visibility="undocumented")
+                  outputs, api_name="analyse", api_visibility="undocumented", preprocess=False)
 
         with gr.Tab("Batch"):
             gr.Markdown("Many images at once, or zips of images (folders inside zips are searched). Files that "
@@ -377,9 +400,9 @@ def build_demo() -> gr.Blocks:
             api_target = gr.Dropdown(["predicted", *CLASSES], value="predicted")
             api_json, api_heat, api_heat_json = gr.JSON(), gr.Image(format="png"), gr.JSON()
             api_predict, api_explain = gr.Button(), gr.Button()
-        api_predict.click(predict_api, [api_image, api_model], api_json, api_name="predict")
+        api_predict.click(predict_api, [api_image, api_model], api_json, api_name="predict", preprocess=False)
         api_explain.click(explain_api, [api_image, api_model, api_method, api_target], [api_heat, api_heat_json],
-                          api_name="explain")
+                          api_name="explain", preprocess=False)
     return demo
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError
-from .data import iter_sources
+from .data import iter_sources, printable
 from .predict import DEFAULT_MODEL, Predictor, load, shipped_models
 from .preprocess import ImageError, load_image
 
@@ -32,6 +32,7 @@ def _batches(paths: list[str], predictor: Predictor, batch_size: int, errors: li
     """Decode inputs in batches; bad files go to ``errors`` (and stderr) and the run goes on."""
     names, arrays = [], []
     for name, data, err in iter_sources(paths):
+        name = printable(name)
         if err is None:
             try:
                 arrays.append(load_image(data, predictor.input_size))

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from .data import iter_sources
+from .data import iter_sources, printable
 from .explain import Explainer, background_share, object_mask
 from .predict import Predictor
 from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_rgb
@@ -153,8 +153,8 @@ def batch_rows(predictor: Predictor, paths: Iterable[str | os.PathLike], names: 
     def shown(path: str) -> str:
         for real, nice in names.items():
             if path == real or path.startswith(real + ":"):
-                return nice + path[len(real):]
-        return path
+                return printable(nice + path[len(real):])
+        return printable(path)
 
     done, pending, arrays = 0, [], []
     rows, errors = [], []

@@ -8,8 +8,10 @@ bytes): the hashes find byte-identical duplicates and fingerprint the training d
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -22,8 +24,13 @@ from .preprocess import INPUT_SIZE, ImageError, load_image
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 LABEL_DIRS = {"real": 0, "fake": 1}
-# Refuse zip members whose declared size is absurd for an image (zip-bomb guard).
-MAX_MEMBER_BYTES = 64 * 1024 * 1024
+ACCEPTED_NAMES = ", ".join(sorted(IMAGE_EXTENSIONS)) + " and .zip"
+# Limits on what one input may unpack to (zip-bomb guards). Zips are read in memory, never extracted.
+MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file
+MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one zip member, as declared in the zip directory
+MAX_ZIP_BYTES = 4 * 1024 ** 3  # everything one zip unpacks to, nested zips included
+MAX_COMPRESSION_RATIO = 100  # JPEG and PNG barely compress; a bomb compresses thousands to one
+MAX_ZIP_DEPTH = 3  # a zip in a zip in a zip
 
 
 @dataclass
@@ -64,6 +71,19 @@ def label_from_path(path: str) -> int:
     return -1
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)}
+
+
+def printable(name: str) -> str:
+    """A path as one line of valid UTF-8: bytes that are not UTF-8 (a Linux file name may hold any)
+    and control characters (newlines in a zip member's name) become \\xNN."""
+    try:
+        text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    except (UnicodeError, TypeError):
+        text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROL)
+
+
 def is_image_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -71,18 +91,24 @@ def is_image_name(name: str) -> bool:
 def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | None, str | None]]:
     """Yield ``(display_path, data, error)`` for every image file under the given files, folders and zips.
 
-    Folders are searched recursively; zips are read in place (an entry is shown as ``ZIP:INNER``).
-    Exactly one of ``data`` and ``error`` is set. Hidden files and non-image names inside folders
-    and zips are skipped; a file named directly is always tried.
+    Folders are searched recursively; zips are read in memory, never extracted, so a member named
+    ``../../x.png`` touches nothing on disk (an entry is shown as ``ZIP:INNER``; a zip inside a zip as
+    ``ZIP:INNER.zip:NAME``, up to ``MAX_ZIP_DEPTH`` levels). Exactly one of ``data`` and ``error`` is
+    set. Hidden files and non-image names inside folders and zips are skipped; a file named directly
+    is always tried, and a folder named directly that holds no image is reported.
     """
     for src in paths:
         p = Path(src)
         if p.is_dir():
+            found = False
             for f in sorted(p.rglob("*")):
                 if f.is_file() and is_image_name(f.name) and not f.name.startswith("."):
+                    found = True
                     yield _read_file(f)
-        elif p.is_file() and zipfile.is_zipfile(p) and not is_image_name(p.name):
-            yield from _iter_zip(p)
+            if not found:
+                yield str(src), None, f"folder holds no image files (searched recursively; accepted: {ACCEPTED_NAMES})"
+        elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
+            yield from _iter_zip(p, str(p), 1)
         elif p.exists():
             yield _read_file(p)
         else:
@@ -90,17 +116,16 @@ def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | 
 
 
 def count_images(paths: list[str | os.PathLike]) -> int:
-    """How many files ``iter_sources`` will yield (cheap: zip directories are read, not their data)."""
+    """About how many items ``iter_sources`` will yield (cheap: zip directories are read, not their data)."""
     n = 0
     for src in paths:
         p = Path(src)
         if p.is_dir():
             n += sum(1 for f in p.rglob("*") if f.is_file() and is_image_name(f.name) and not f.name.startswith("."))
-        elif p.is_file() and zipfile.is_zipfile(p) and not is_image_name(p.name):
+        elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
             try:
                 with zipfile.ZipFile(p) as zf:
-                    n += sum(1 for i in zf.infolist() if not i.is_dir() and is_image_name(i.filename)
-                             and not PurePosixPath(i.filename).name.startswith("."))
+                    n += sum(1 for i in zf.infolist() if not i.is_dir() and _zip_wanted(i.filename))
             except (zipfile.BadZipFile, OSError):
                 n += 1
         else:
@@ -110,32 +135,56 @@ def count_images(paths: list[str | os.PathLike]) -> int:
 
 def _read_file(f: Path) -> tuple[str, bytes | None, str | None]:
     try:
+        if f.stat().st_size > MAX_FILE_BYTES:
+            return str(f), None, f"file too large ({f.stat().st_size:,} bytes; the limit is {MAX_FILE_BYTES:,})"
         return str(f), f.read_bytes(), None
     except OSError as e:
         return str(f), None, f"cannot read file ({e.strerror or e})"
 
 
-def _iter_zip(p: Path) -> Iterator[tuple[str, bytes | None, str | None]]:
+def _zip_wanted(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return not base.startswith(".") and (is_image_name(name) or base.lower().endswith(".zip"))
+
+
+def _iter_zip(src: Path | io.BytesIO, shown_as: str, depth: int) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Members of one zip (recursing into zips inside it); every refusal is one line with its reason."""
     try:
-        zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError) as e:
-        yield str(p), None, f"cannot open zip ({e})"
+        zf = zipfile.ZipFile(src)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        yield shown_as, None, f"cannot open zip ({e})"
         return
+    total = 0
     with zf:
         for info in zf.infolist():
             name = info.filename
-            if info.is_dir() or not is_image_name(name) or PurePosixPath(name).name.startswith("."):
+            if info.is_dir() or not _zip_wanted(name):
                 continue
-            shown = f"{p}:{name}"
+            shown = f"{shown_as}:{name}"
+            nested = not is_image_name(name)
+            ratio = info.file_size / max(info.compress_size, 1)
             if info.flag_bits & 0x1:
-                yield shown, None, "encrypted zip entry (not supported)"
+                yield shown, None, "encrypted zip entry (not supported; unzip it with its password first)"
             elif info.file_size > MAX_MEMBER_BYTES:
-                yield shown, None, f"zip entry too large ({info.file_size} bytes > {MAX_MEMBER_BYTES})"
+                yield shown, None, f"zip entry too large ({info.file_size:,} bytes; the limit is {MAX_MEMBER_BYTES:,})"
+            elif info.file_size > 1_000_000 and ratio > MAX_COMPRESSION_RATIO:
+                yield shown, None, f"refused: compressed {ratio:,.0f} to 1, which images never are (zip bomb?)"
+            elif total + info.file_size > MAX_ZIP_BYTES:
+                yield shown, None, f"refused: the zip unpacks to more than {MAX_ZIP_BYTES:,} bytes"
+            elif nested and depth >= MAX_ZIP_DEPTH:
+                yield shown, None, f"zip nested more than {MAX_ZIP_DEPTH} deep (not searched)"
             else:
+                total += info.file_size
                 try:
-                    yield shown, zf.read(info), None
-                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as e:
+                    data = zf.read(info)
+                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError,
+                        ValueError, zlib.error) as e:
                     yield shown, None, f"cannot read zip entry ({e})"
+                    continue
+                if nested:
+                    yield from _iter_zip(io.BytesIO(data), shown, depth + 1)
+                else:
+                    yield shown, data, None
 
 
 def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size: int = INPUT_SIZE,
@@ -150,7 +199,7 @@ def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size:
     for name, data, err in tqdm(iter_sources(paths), desc="decoding", unit="img", disable=not progress,
                                 mininterval=1.0):
         # A zip entry is shown as ZIP:INNER; label from INNER, or 'x.zip:FAKE/a.png' hides the FAKE folder.
-        label = label_from_path(name.split(":", 1)[-1] if ":" in name else name)
+        label = label_from_path(name.rsplit(":", 1)[-1] if ":" in name else name)
         if labelled and label < 0:
             continue
         if err is None:

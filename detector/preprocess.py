@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Union
 
@@ -32,7 +33,14 @@ INPUT_SIZE = 32
 MEAN = (0.4747, 0.4573, 0.4467)
 STD = (0.2553, 0.2586, 0.2767)
 CLASSES = ("real", "fake")  # label 1 = fake; every model outputs one logit, sigmoid = P(fake)
-ACCEPTED = "JPEG, PNG, WebP, BMP, GIF, TIFF (any size; RGB, RGBA, greyscale, palette, CMYK, 16-bit)"
+ACCEPTED = "JPEG, PNG, WebP, BMP, GIF, TIFF (up to 150 megapixels; RGB, RGBA, greyscale, palette, CMYK, 16-bit)"
+# The largest image decoded (width x height). A 108 MP phone photo passes; a file whose header
+# claims more is refused before any pixel is decoded (decompression-bomb guard). Pillow's own guard
+# is set to the same figure so that every caller in the process (Gradio included) agrees.
+MAX_PIXELS = 150_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow warns between 1x and 2x its limit; open_image refuses those files itself, so the warning is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -54,6 +62,8 @@ def open_image(src: ImageSource) -> Image.Image:
         if isinstance(src, (str, os.PathLike)):
             if os.path.isdir(src):
                 raise ImageError("is a folder, not an image file")
+            if os.path.getsize(src) == 0:
+                raise ImageError("empty file")
             img = Image.open(src)
         elif isinstance(src, (bytes, bytearray, memoryview)):
             if len(src) == 0:
@@ -62,17 +72,23 @@ def open_image(src: ImageSource) -> Image.Image:
         else:
             img = Image.open(src)
         img.seek(0)
-        return img
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except UnidentifiedImageError:
         raise ImageError(f"not a recognised image; accepted: {ACCEPTED}") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"refused, image too large ({e})") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"refused: the file claims more than {MAX_PIXELS // 1_000_000} megapixels") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"cannot read image ({e})") from None
+    w, h = img.size
+    if w * h > MAX_PIXELS or w < 1 or h < 1:
+        img.close()
+        if w < 1 or h < 1:
+            raise ImageError(f"image has no pixels ({w}x{h})")
+        raise ImageError(f"refused: {w}x{h} is more than {MAX_PIXELS // 1_000_000} megapixels")
+    return img
 
 
 def _array_to_pil(a: np.ndarray) -> Image.Image:

@@ -126,13 +126,33 @@ def test_api_explain_returns_a_heatmap(client):
     assert info["target"] == "fake" and info["cam_method"] == "HiResCAM" and 0 <= info["background_share"]["fake"] <= 1
 
 
-def test_api_rejects_a_non_image_with_a_reason(client, tmp_path):
+@pytest.mark.parametrize("name, data, reason", [
+    ("text.png", b"plain text", "text.png: not a recognised image; accepted: JPEG"),
+    ("empty.jpg", b"", "empty.jpg: empty file"),
+    ("vector.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', "vector.svg: not a recognised image"),
+    ("bomb.png", None, "bomb.png: refused: the file claims more than 150 megapixels"),
+])
+def test_api_rejects_bad_uploads_with_our_reason(client, tmp_path, name, data, reason):
+    """Through HTTP, so Gradio's own upload handling is in the path too."""
     from gradio_client import handle_file
 
-    bad = tmp_path / "text.png"
-    bad.write_bytes(b"plain text")
-    with pytest.raises(Exception, match=r"(?i)image"):
-        client.predict(handle_file(str(bad)), api_name="/predict")
+    from .test_hostile import png_claiming
+
+    bad = tmp_path / name
+    bad.write_bytes(png_claiming(60000, 60000) if data is None else data)
+    for endpoint in ("/predict", "/explain"):
+        with pytest.raises(Exception) as e:
+            client.predict(handle_file(str(bad)), api_name=endpoint)
+        assert reason in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    from gradio_client import handle_file
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(bytes(26 * 1024 * 1024))
+    with pytest.raises(Exception, match=r"(?i)(too large|exceed|size)"):
+        client.predict(handle_file(str(big)), api_name="/predict")
 
 
 def test_api_lists_the_named_endpoints(client):
