@@ -32,7 +32,7 @@ from detector.checkpoint import CheckpointError
 from detector.data import count_images
 from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, Explainer, outline, overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
-from detector.predict import DEFAULT_MODEL, HUB_REPO_ENV, shipped_models
+from detector.predict import DEFAULT_MODEL, HUB_REPO_ENV
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.stats import STATS, Reference, log_spectrum
 
@@ -50,9 +50,15 @@ VIEW = 256  # side of the enlarged 32x32 views
 
 
 def load_models() -> tuple[dict[str, tuple], list[str]]:
-    """Every shipped model, loaded once: name -> (predictor, explainer); plus notes to show the user."""
+    """Every shipped model, loaded once: name -> (predictor, explainer); plus notes to show the user.
+
+    A model whose record or weights are missing, truncated or tampered with is left out and the page
+    says why; the app still starts with the models that load.
+    """
     notes, models = [], {}
-    names = shipped_models()
+    ckpt = Path(detector.predict.CHECKPOINT_DIR)
+    names = sorted({p.stem for p in ckpt.glob("*.json")} | {p.stem for p in ckpt.glob("*.safetensors")}
+                   | {DEFAULT_MODEL}, key=lambda n: (n != DEFAULT_MODEL, n))
     if os.environ.get(HUB_REPO_ENV):
         notes.append(f"Checkpoints are fetched from the Hugging Face Hub repository `{os.environ[HUB_REPO_ENV]}`.")
     for name in names:
@@ -61,10 +67,13 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
             models[name] = (pred, Explainer(pred))
         except (CheckpointError, OSError, ValueError) as e:
             notes.append(f"Model `{name}` could not be loaded and is not offered: {e}")
+            log.warning("model %s not loaded: %s", name, e)
     if not models:
-        notes.append(f"No model could be loaded from `{detector.predict.CHECKPOINT_DIR}`: the app cannot judge "
-                     "images. Restore the checkpoints (`git checkout checkpoints/`) or set "
-                     f"`{HUB_REPO_ENV}` to a Hub repository that holds them.")
+        notes.append(f"No model could be loaded from `{ckpt}`: the app cannot judge images. Restore the "
+                     f"checkpoints (`git checkout checkpoints/`) or set `{HUB_REPO_ENV}` to a Hub repository "
+                     "that holds them.")
+    elif DEFAULT_MODEL not in models:
+        notes.append(f"The default model `{DEFAULT_MODEL}` is missing; `{next(iter(models))}` is used instead.")
     return models, notes
 
 

@@ -182,3 +182,48 @@ def test_browser_upload_shows_verdict_and_heatmap(server, tmp_path):
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         finally:
             browser.close()
+
+
+# --- faults --------------------------------------------------------------------------------------------
+
+def test_app_starts_and_explains_itself_when_checkpoints_are_missing_or_damaged(tmp_path):
+    """A separate server process over a checkpoint folder with the default's weights gone and resnet50
+    truncated: the app starts, serves the model that is left, and the page says what is missing."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    for f in ("cnn.json", "cnn.safetensors", "fakespot.json", "resnet50.json"):
+        shutil.copy(ROOT / "checkpoints" / f, ckpt / f)
+    data = (ROOT / "checkpoints" / "resnet50.safetensors").read_bytes()
+    (ckpt / "resnet50.safetensors").write_bytes(data[: len(data) // 3])
+    port = _free_port()
+    env = {**os.environ, "DETECTOR_CHECKPOINTS": str(ckpt), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("DETECTOR_HUB_REPO", None)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(240):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            try:
+                config = urllib.request.urlopen(url + "config", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the app did not start")
+        assert "Model `fakespot` could not be loaded" in config and "fakespot.safetensors" in config
+        assert "Model `resnet50` could not be loaded" in config
+        assert "The default model `fakespot` is missing; `cnn` is used instead" in config
+        out = Client(url, verbose=False).predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
+        assert out["model"] == "cnn" and 0 <= out["p_fake"] <= 1
+    finally:
+        proc.terminate()
+        proc.wait(20)

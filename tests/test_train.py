@@ -66,6 +66,24 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(dataset_dir, t
         assert torch.equal(x, y)
 
 
+def test_run_killed_mid_epoch_resumes_to_the_same_result(dataset_dir, tmp_path):
+    """A real SIGKILL in the middle of epoch 2 (2 steps per epoch here); --resume then finishes the run."""
+    main(_args(dataset_dir, tmp_path / "a", "--epochs", "3"))
+    cmd = [sys.executable, "-m", "train.train", "--model", "fakespot", "--model-kwargs",
+           '{"widths": [8, 16], "blocks": [1, 1]}', "--data", str(dataset_dir), "--out", str(tmp_path / "b"),
+           "--batch-size", "16", "--val-fraction", "0.25", "--no-progress", "--amp", "none", "--epochs", "3"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FAKESPOT_FAULT_KILL_AT_STEP": "3", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert [h["epoch"] for h in json.loads((tmp_path / "b" / "history.json").read_text())] == [1]
+    main(_args(dataset_dir, tmp_path / "b", "--epochs", "3", "--resume"))
+    wa, _ = load_checkpoint(tmp_path / "a" / "last")
+    wb, rb = load_checkpoint(tmp_path / "b" / "last")
+    assert rb["epoch"] == 3
+    for x, y in zip(wa.state_dict().values(), wb.state_dict().values()):
+        assert torch.equal(x, y)
+
+
 def test_resume_with_other_epochs_is_refused(dataset_dir, tmp_path):
     main(_args(dataset_dir, tmp_path / "a", "--epochs", "2", "--stop-after", "1"))
     with pytest.raises(SystemExit, match="same values"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -146,6 +147,9 @@ def main(args: argparse.Namespace) -> dict:
         if is_main:
             print(f"resumed from {out / 'last.state'} after epoch {state['epoch']}")
 
+    # Fault injection for the tests: the process SIGKILLs itself after this many steps in all, mid-epoch,
+    # to prove a killed run resumes from its last checkpoint to the same result. Unset in real use.
+    kill_at = int(os.environ.get("FAKESPOT_FAULT_KILL_AT_STEP", "0"))
     gen = torch.Generator()
     end = min(args.epochs, start_epoch + args.stop_after) if args.stop_after else args.epochs
     for epoch in range(start_epoch, end):
@@ -158,6 +162,10 @@ def main(args: argparse.Namespace) -> dict:
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         batches = list(order[: steps * args.batch_size].split(args.batch_size))
+        if epoch * steps < kill_at <= (epoch + 1) * steps:
+            train_one_epoch(ddp_model, optimizer, scheduler, tr_images, tr_labels, batches[: kill_at - epoch * steps],
+                            device, aug, gen, amp, progress=False, desc="")
+            os.kill(os.getpid(), signal.SIGKILL)
         tr = train_one_epoch(ddp_model, optimizer, scheduler, tr_images, tr_labels, batches, device, aug, gen,
                              amp, progress=progress, desc=f"epoch {epoch + 1}/{args.epochs}")
         train_seconds += time.perf_counter() - t0
