@@ -73,12 +73,18 @@ class Explainer:
             if c not in CLASSES:
                 raise ValueError(f"unknown class {c!r}; choose from {CLASSES}")
         images = np.repeat(np.asarray(image)[None], len(classes), axis=0)
-        targets = [BinaryClassifierOutputTarget(CLASSES.index(c)) for c in classes]
+        maps = self.maps(images, method, [CLASSES.index(c) for c in classes])
+        return dict(zip(classes, maps))
+
+    def maps(self, images: np.ndarray, method: str, labels) -> np.ndarray:
+        """(N, H, W) maps in [0, 1] for a batch of (N, H, W, 3) uint8 inputs, each toward its own class
+        label (0 real, 1 fake). The research scripts call this on many images at once."""
+        targets = [BinaryClassifierOutputTarget(int(y)) for y in labels]
         with self._lock, cam_class(method)(model=self.model, target_layers=self.target_layers) as cam:
             if hasattr(cam, "batch_size"):
                 cam.batch_size = 64  # ScoreCAM: masked copies per forward pass
             maps = cam(input_tensor=self._input(images), targets=targets)
-        return {c: np.nan_to_num(m.astype(np.float32)) for c, m in zip(classes, maps)}
+        return np.nan_to_num(maps.astype(np.float32))
 
 
 def object_mask(image: np.ndarray, work_size: int = 96, iterations: int = 3, margin: float = 0.125) -> np.ndarray:
