@@ -227,3 +227,15 @@ def test_app_starts_and_explains_itself_when_checkpoints_are_missing_or_damaged(
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_path_outside_the_upload_folder_is_refused(server):
+    """A hand-made request naming an image on the server (not an upload) must not be read."""
+    import urllib.request
+
+    body = json.dumps({"data": [{"path": str(FAKE_EXAMPLE), "meta": {"_type": "gradio.FileData"}},
+                                None]}).encode()
+    req = urllib.request.Request(server + "gradio_api/call/predict", body, {"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+    stream = urllib.request.urlopen(f"{server}gradio_api/call/predict/{event}", timeout=60).read().decode()
+    assert "event: error" in stream and "p_fake" not in stream
