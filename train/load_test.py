@@ -111,15 +111,25 @@ def main(args: argparse.Namespace) -> dict:
 
     try:
         with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(call, jobs(["/predict", "/explain"] * args.concurrency)))  # warm-up
+            # Warm-up: every image x model x method once through each endpoint, so that first-use
+            # allocations (each model's activations and gradients, each CAM method) are not counted as growth.
+            n_combos = len(images) * len(args.models) * len(METHODS)
+            list(pool.map(call, jobs(["/explain"] * n_combos)))
+            list(pool.map(call, jobs(["/predict"] * n_combos)))
             before = rss_mb(proc.pid)
             t = time.perf_counter()
             mixed = list(pool.map(call, jobs(itertools.islice(itertools.cycle(["/predict", "/explain"]),
                                                               args.requests))))
             mixed_s = time.perf_counter() - t
             served = sum(e == "/explain" for e, _, _ in mixed)
-            rest = list(pool.map(call, jobs(["/explain"] * max(0, args.explains - served))))
-            after = rss_mb(proc.pid)
+            trace = [(served, rss_mb(proc.pid))]  # (explanations served, MB)
+            rest = []
+            while served < args.explains:
+                chunk = min(250, args.explains - served)
+                rest += pool.map(call, jobs(["/explain"] * chunk))
+                served += chunk
+                trace.append((served, rss_mb(proc.pid)))
+            after = trace[-1][1]
     finally:
         proc.terminate()
         try:
@@ -131,7 +141,8 @@ def main(args: argparse.Namespace) -> dict:
     result = {"requests": len(mixed), "concurrency": args.concurrency, "models": args.models,
               "errors": len(errors), "error_examples": sorted(set(errors))[:5], "mixed_seconds": round(mixed_s, 1),
               "throughput_rps": round(len(mixed) / mixed_s, 1), "latency_ms": {},
-              "explains_total": served + len(rest), "rss_mb_before": round(before, 1),
+              "explains_total": served, "rss_mb_before": round(before, 1),
+              "rss_trace_mb": [[n, round(m, 1)] for n, m in trace], "warmup_requests": 2 * n_combos,
               "rss_mb_after": round(after, 1), "rss_growth_mb": round(after - before, 1)}
     for endpoint in ("/predict", "/explain"):
         xs = [s * 1000 for e, s, err in mixed if e == endpoint and not err]
@@ -144,6 +155,7 @@ def main(args: argparse.Namespace) -> dict:
     print(f"{'endpoint':<10} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for endpoint, m in result["latency_ms"].items():
         print(f"{endpoint:<10} {m['n']:>5} {m['p50']:>8} {m['p95']:>8} {m['max']:>8}")
+    print("server memory after N explanations: " + ", ".join(f"{n}: {m:.0f} MB" for n, m in trace))
     print(f"server memory: {before:.1f} MB after warm-up, {after:.1f} MB after {result['explains_total']} "
           f"explanations: growth {after - before:+.1f} MB (target < 50 MB)")
     return result
