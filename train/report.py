@@ -28,6 +28,11 @@ STUDIES = {
 }
 
 
+TITLES = {"baselines": "Classical baselines", "dataset": "Dataset study", "calibration": "Calibration",
+          "robustness": "Robustness", "faithfulness": "Explanation faithfulness (ROAD)",
+          "generalisation": "Generalisation to larger images", "load": "Load"}
+
+
 def _pct(v) -> str:
     return "" if v is None else f"{v:.1%}"
 
