@@ -233,6 +233,15 @@ def train_val_split(data: ImageSet, val_fraction: float = 0.05, seed: int = 0) -
     return np.flatnonzero(~per_image), np.flatnonzero(per_image)
 
 
+def balanced_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Seeded, class-balanced, shuffled sample of ``n`` indices (``n // 2`` per class); every index in
+    order when ``n`` is 0 or covers the set. The research scripts share it, so they measure the same images."""
+    if not n or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)]))
+
+
 def read_duplicate_hashes(tsv: str | os.PathLike, kinds: tuple[str, ...] = ("train-test",)) -> set[str]:
     """SHA-256 hashes of the listed duplicate kinds from a cifake_duplicates.tsv file."""
     out = set()

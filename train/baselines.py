@@ -35,7 +35,7 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from tqdm import tqdm
 
-from detector.data import drop_duplicates, load_image_set, read_duplicate_hashes, train_val_split
+from detector.data import balanced_sample, drop_duplicates, load_image_set, read_duplicate_hashes, train_val_split
 from detector.metrics import compute_metrics
 from train.results import save_result
 
@@ -66,13 +66,6 @@ def p_fake(clf, x: np.ndarray) -> np.ndarray:
     if hasattr(clf, "predict_proba"):  # False for an SVC without probability=True, in a pipeline or not
         return clf.predict_proba(x)[:, 1]
     return 1.0 / (1.0 + np.exp(-clf.decision_function(x)))
-
-
-def balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if not n or n >= len(labels):
-        return rng.permutation(len(labels))
-    return rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)]))
 
 
 def flat(images: np.ndarray) -> np.ndarray:
@@ -112,7 +105,7 @@ def main(args: argparse.Namespace) -> dict:
     dedup, n_dup = drop_duplicates(test, dups)
     splits = {"validation": (flat(data.images[va_idx]), data.labels[va_idx]),
               "test": (flat(test.images), test.labels), "test_dedup": (flat(dedup.images), dedup.labels)}
-    sub = tr_idx[balanced_subsample(data.labels[tr_idx], args.train_n, args.seed)]
+    sub = tr_idx[balanced_sample(data.labels[tr_idx], args.train_n, args.seed)]
     x_tr, y_tr = flat(data.images[sub]), data.labels[sub]
     result = {"train_n": int(len(sub)), "svm_n": int(min(args.svm_n, len(sub))), "validation_n": int(len(va_idx)),
               "test_n": int(len(test)), "test_dedup_n": int(len(dedup)), "duplicates_dropped": n_dup,

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from tqdm import tqdm
 
-from detector.data import load_image_set
+from detector.data import balanced_sample, load_image_set
 from detector.explain import object_mask
 from detector.models import Ensemble
 from detector.predict import DEFAULT_MODEL, load
@@ -93,9 +93,7 @@ def main(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     test = load_image_set(args.test, labelled=True)
-    rng = np.random.default_rng(args.seed)
-    idx = rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(test.labels == c))[: args.n // 2]
-                                          for c in (0, 1)]))
+    idx = balanced_sample(test.labels, args.n, args.seed)
     images, labels = test.images[idx], test.labels[idx]
     pred = load(args.model)
     result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": int(len(idx)), "test_n": int(len(test))}

@@ -28,7 +28,7 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm import tqdm
 
-from detector.data import load_image_set
+from detector.data import balanced_sample, load_image_set
 from detector.explain import CAM_METHODS, FLOOR_METHOD, Explainer, background_share, object_mask
 from detector.predict import DEFAULT_MODEL, load
 from train.results import FIGURES, save_result
@@ -85,9 +85,7 @@ def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     test = load_image_set(args.test, labelled=True)
-    rng = np.random.default_rng(args.seed)
-    idx = rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(test.labels == c))[: args.n // 2]
-                                          for c in (0, 1)]))
+    idx = balanced_sample(test.labels, args.n, args.seed)
     images, truth = test.images[idx], test.labels[idx]
     pred = load(args.model)
     explainer = Explainer(pred)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detector.data import load_image_set
+from detector.data import balanced_sample, load_image_set
 from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import CLASSES, load_image
@@ -65,11 +65,7 @@ def main(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     test = load_image_set(args.test, labelled=True)
-    idx = np.arange(len(test))
-    if args.n and args.n < len(test):
-        rng = np.random.default_rng(args.seed)
-        idx = rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(test.labels == c))[: args.n // 2]
-                                              for c in (0, 1)]))
+    idx = balanced_sample(test.labels, args.n, args.seed)
     images, labels = test.images[idx], test.labels[idx]
     variants = {"32 (original)": images}
     for s in tqdm(args.sizes, desc="sizes"):

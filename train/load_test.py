@@ -19,7 +19,6 @@ import argparse
 import itertools
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from detector.data import load_image_set
+from detector.data import balanced_sample, load_image_set
 from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import to_batch
@@ -134,11 +134,7 @@ def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     test = load_image_set(args.test, labelled=True)
-    idx = np.arange(len(test))
-    if args.n and args.n < len(test):
-        rng = np.random.default_rng(args.seed)
-        idx = np.concatenate([rng.permutation(np.flatnonzero(test.labels == c))[:args.n // 2] for c in (0, 1)])
-        idx = rng.permutation(idx)
+    idx = balanced_sample(test.labels, args.n, args.seed)
     images, labels = test.images[idx], test.labels[idx]
     corrupted = {c: corrupt(images, c, args.seed) for c in tqdm(CORRUPTIONS, desc="corrupting")}
     result = {"n": int(len(idx)), "adv_n": int(min(args.adv_n, len(idx))), "pgd_steps": args.pgd_steps,
