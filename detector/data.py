@@ -101,10 +101,9 @@ def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | 
         p = Path(src)
         if p.is_dir():
             found = False
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and is_image_name(f.name) and not f.name.startswith("."):
-                    found = True
-                    yield _read_file(f)
+            for f in _folder_images(p):
+                found = True
+                yield _read_file(f)
             if not found:
                 yield str(src), None, f"folder holds no image files (searched recursively; accepted: {ACCEPTED_NAMES})"
         elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
@@ -121,7 +120,7 @@ def count_images(paths: list[str | os.PathLike]) -> int:
     for src in paths:
         p = Path(src)
         if p.is_dir():
-            n += sum(1 for f in p.rglob("*") if f.is_file() and is_image_name(f.name) and not f.name.startswith("."))
+            n += sum(1 for _ in _folder_images(p))
         elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
             try:
                 with zipfile.ZipFile(p) as zf:
@@ -133,10 +132,16 @@ def count_images(paths: list[str | os.PathLike]) -> int:
     return n
 
 
+def _folder_images(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder``, recursively and sorted; hidden files are skipped."""
+    return (f for f in sorted(folder.rglob("*")) if f.is_file() and is_image_name(f.name) and not f.name.startswith("."))
+
+
 def _read_file(f: Path) -> tuple[str, bytes | None, str | None]:
     try:
-        if f.stat().st_size > MAX_FILE_BYTES:
-            return str(f), None, f"file too large ({f.stat().st_size:,} bytes; the limit is {MAX_FILE_BYTES:,})"
+        size = f.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return str(f), None, f"file too large ({size:,} bytes; the limit is {MAX_FILE_BYTES:,})"
         return str(f), f.read_bytes(), None
     except OSError as e:
         return str(f), None, f"cannot read file ({e.strerror or e})"

@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -85,9 +86,7 @@ def main(args: argparse.Namespace) -> dict:
     clients: dict[int, Client] = {}
 
     def call(job: tuple[int, str, str, str, str]) -> tuple[str, float, str | None]:
-        i, endpoint, image, model, method = job
-        import threading
-
+        _, endpoint, image, model, method = job
         tid = threading.get_ident()
         if tid not in clients:
             clients[tid] = Client(url, verbose=False)
