@@ -103,3 +103,28 @@ def test_two_process_ddp_training_step(dataset_dir, tmp_path):
     assert "world size 2" in r.stdout
     model, rec = load_checkpoint(out / "last")
     assert rec["epoch"] == 1
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_ship_installs_the_chosen_checkpoint_and_measures_it(dataset_dir, tmp_path, monkeypatch, which):
+    from train import ship
+
+    run = tmp_path / "run"
+    main(_args(dataset_dir, run, "--epochs", "2"))
+    images = sorted(dataset_dir.rglob("*.png"))
+    seen = tmp_path / "seen"  # two of the test images, as if they were also training images
+    seen.mkdir()
+    for f in images[:2]:
+        (seen / f.name).write_bytes(f.read_bytes())
+    monkeypatch.chdir(tmp_path)  # ship writes its plots under runs/eval/NAME
+    monkeypatch.setattr(sys, "argv", ["ship", "--run", str(run), "--checkpoint", which, "--name", "mine",
+                                      "--test", str(dataset_dir), "--dedup", str(seen), "--dir", str(tmp_path / "ckpt")])
+    ship.main()
+    shipped, rec = load_checkpoint(tmp_path / "ckpt" / "mine")
+    source, src_rec = load_checkpoint(run / which)
+    hist = json.loads((run / "history.json").read_text())
+    wanted = min(hist, key=lambda h: h["val_loss"])["epoch"] if which == "best" else 2
+    assert rec["name"] == "mine" and rec["epoch"] == src_rec["epoch"] == wanted
+    assert rec["metrics"]["test"]["n"] == len(images) and rec["metrics"]["test_dedup"]["n"] == len(images) - 2
+    for x, y in zip(shipped.state_dict().values(), source.state_dict().values()):
+        assert torch.equal(x, y)
