@@ -56,7 +56,51 @@ def cap_malloc_arenas(n: int = 2) -> bool:
         return False
 
 
+def atomic_image_cache_writes() -> bool:
+    """Make Gradio write the images it returns atomically, so a concurrent download never sees half a file.
+
+    Gradio 6 saves each returned image under a folder named by the hash of its bytes with
+    ``Path.write_bytes``, which truncates the file and then fills it. Two requests that return the same
+    image (two people clicking the same example) rewrite the same path, and a download that lands in
+    between gets a short body: ``python -m train.load_test`` saw "peer closed connection without
+    sending complete message body (received 0 bytes, expected 18315)" on one of 1,250 requests, and
+    rewriting a cached file while reading it tore 1.4% of the reads. Here the bytes go to a temporary
+    file in the same folder and are renamed into place (as Gradio already does in
+    ``save_file_to_cache``); a complete copy already there is reused. Returns False, changing
+    nothing, if this Gradio no longer has the function (the test for it then fails).
+    """
+    from gradio import processing_utils as pu
+
+    if not all(hasattr(pu, f) for f in ("save_pil_to_cache", "encode_pil_to_bytes", "hash_bytes")):
+        return False
+
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = pu.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / pu.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = (folder / f"{name}.{format}").resolve()
+        try:
+            if path.stat().st_size == len(data):  # the folder is named by the bytes' hash: same bytes
+                os.utime(path)  # delete_cache ages files by time: a reused copy counts as new
+                return str(path)
+        except FileNotFoundError:
+            pass
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    pu.save_pil_to_cache = save_pil_to_cache
+    return True
+
+
 cap_malloc_arenas()
+atomic_image_cache_writes()
 # A user's mistake is shown on the page with its reason; the server log gets no traceback for it.
 UserError = functools.partial(gr.Error, print_exception=False)
 ROOT = Path(__file__).resolve().parent
