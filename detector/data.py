@@ -51,6 +51,10 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], [self.paths[i] for i in idx],
                         [self.hashes[i] for i in idx], list(self.errors))
 
+    def balanced(self, n: int, seed: int = 0) -> "ImageSet":
+        """The seeded, class-balanced sample of ``balanced_sample``: what every research script measures."""
+        return self.subset(balanced_sample(self.labels, n, seed))
+
     def fingerprint(self) -> str:
         """SHA-256 over the sorted (path, file hash, label) triples: names the exact data used."""
         h = hashlib.sha256()

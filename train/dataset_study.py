@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from tqdm import tqdm
 
-from detector.data import balanced_sample, load_image_set
+from detector.data import load_image_set
 from detector.explain import object_mask
 from detector.models import Ensemble
 from detector.predict import DEFAULT_MODEL, load
@@ -93,10 +93,10 @@ def main(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     test = load_image_set(args.test, labelled=True)
-    idx = balanced_sample(test.labels, args.n, args.seed)
-    images, labels = test.images[idx], test.labels[idx]
+    sample = test.balanced(args.n, args.seed)
+    images, labels = sample.images, sample.labels
     pred = load(args.model)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": int(len(idx)), "test_n": int(len(test))}
+    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "test_n": int(len(test))}
 
     pixels = PCA(50, random_state=args.seed).fit_transform(images.reshape(len(images), -1) / 255.0)
     emb = embeddings(pred, images)

@@ -28,7 +28,7 @@ from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostReleva
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm import tqdm
 
-from detector.data import balanced_sample, load_image_set
+from detector.data import load_image_set
 from detector.explain import CAM_METHODS, FLOOR_METHOD, Explainer, background_share, object_mask
 from detector.predict import DEFAULT_MODEL, load
 from train.results import FIGURES, save_result
@@ -84,15 +84,14 @@ def plot(result: dict, path) -> None:
 def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
-    test = load_image_set(args.test, labelled=True)
-    idx = balanced_sample(test.labels, args.n, args.seed)
-    images, truth = test.images[idx], test.labels[idx]
+    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+    images, truth = sample.images, sample.labels
     pred = load(args.model)
     explainer = Explainer(pred)
     p = pred.predict_arrays(images)
     predicted = (p >= pred.threshold).astype(np.int64)
     methods = args.methods or list(CAM_METHODS)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": int(len(idx)), "percentiles": PERCENTILES,
+    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "percentiles": PERCENTILES,
               "accuracy_on_sample": float((predicted == truth).mean()), "methods": {}}
     all_maps = {}
     for name in tqdm(methods + list(FLOOR_METHOD), desc="methods"):

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from detector.data import balanced_sample, load_image_set
+from detector.data import load_image_set
 from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import CLASSES, load_image
@@ -64,15 +64,14 @@ def main(args: argparse.Namespace) -> dict:
     from detector.plots import plt, save_figure
 
     t0 = time.perf_counter()
-    test = load_image_set(args.test, labelled=True)
-    idx = balanced_sample(test.labels, args.n, args.seed)
-    images, labels = test.images[idx], test.labels[idx]
+    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+    images, labels = sample.images, sample.labels
     variants = {"32 (original)": images}
     for s in tqdm(args.sizes, desc="sizes"):
         for fmt in args.formats:
             write = Path(args.write) if args.write and fmt == "PNG" else None
             variants[f"{s} {fmt}"] = enlarge_and_reload(images, s, fmt, write, labels)
-    result = {"n": int(len(idx)), "sizes": args.sizes, "formats": args.formats, "models": {}}
+    result = {"n": len(sample), "sizes": args.sizes, "formats": args.formats, "models": {}}
     for name in args.models or shipped_models():
         pred = load(name)
         result["models"][name] = {}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from detector.data import balanced_sample, load_image_set
+from detector.data import load_image_set
 from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import to_batch
@@ -133,11 +133,10 @@ def plot(result: dict, path) -> None:
 def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
-    test = load_image_set(args.test, labelled=True)
-    idx = balanced_sample(test.labels, args.n, args.seed)
-    images, labels = test.images[idx], test.labels[idx]
+    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+    images, labels = sample.images, sample.labels
     corrupted = {c: corrupt(images, c, args.seed) for c in tqdm(CORRUPTIONS, desc="corrupting")}
-    result = {"n": int(len(idx)), "adv_n": int(min(args.adv_n, len(idx))), "pgd_steps": args.pgd_steps,
+    result = {"n": len(sample), "adv_n": min(args.adv_n, len(sample)), "pgd_steps": args.pgd_steps,
               "epsilons_over_255": EPSILONS, "corruption_list": CORRUPTIONS, "models": {}}
     for name in args.models or shipped_models():
         pred = load(name)
