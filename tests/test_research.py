@@ -73,3 +73,17 @@ def test_report_rebuilds_results_md_from_saved_results(tmp_path):
     assert "## Shipped models on the CIFAKE test split" in text and "`fakespot`" in text
     for name in report.STUDIES:
         assert f"\n## {report.TITLES[name]}\n" in text or f"- {name}: not yet run" in text
+
+
+def test_calibration_prose_is_written_from_the_figures():
+    from train.report import _calibration_summary
+
+    def row(t, thr, ece_b, ece_a, acc_b, acc_a):
+        return {"temperature": t, "threshold": thr, "test": {"before": {"ece": ece_b, "accuracy": acc_b},
+                                                             "after": {"ece": ece_a, "accuracy": acc_a}}}
+
+    text = _calibration_summary({"a": row(1.4, 0.6, 0.010, 0.012, 0.95, 0.96),
+                                 "b": row(0.9, 0.4, 0.030, 0.020, 0.90, 0.90)})
+    assert "at most 0.0300" in text and "T between 0.90 and 1.40" in text
+    assert "did not lower the test ECE of `a`." in text
+    assert "+1.00 points (`a`), +0.00 points (`b`)" in text and "too many images fake at 0.5 (`a`)" in text
