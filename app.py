@@ -29,7 +29,7 @@ import numpy as np
 
 import detector
 from detector.analysis import UNCERTAIN_MARGIN, Analysis, analyse, batch_rows, uncertain_band
-from detector.checkpoint import CheckpointError
+from detector.checkpoint import CheckpointError, atomic_write
 from detector.data import count_images
 from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, Explainer, outline, overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
@@ -76,23 +76,14 @@ def atomic_image_cache_writes() -> bool:
 
     def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
         data = pu.encode_pil_to_bytes(img, format)
-        folder = Path(cache_dir) / pu.hash_bytes(data)
-        folder.mkdir(exist_ok=True, parents=True)
-        path = (folder / f"{name}.{format}").resolve()
+        path = (Path(cache_dir) / pu.hash_bytes(data) / f"{name}.{format}").resolve()
         try:
             if path.stat().st_size == len(data):  # the folder is named by the bytes' hash: same bytes
                 os.utime(path)  # delete_cache ages files by time: a reused copy counts as new
                 return str(path)
         except FileNotFoundError:
             pass
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)
         return str(path)
 
     pu.save_pil_to_cache = save_pil_to_cache
