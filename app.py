@@ -31,9 +31,10 @@ import detector
 from detector.analysis import UNCERTAIN_MARGIN, Analysis, analyse, batch_rows, uncertain_band
 from detector.checkpoint import CheckpointError, atomic_write
 from detector.data import count_images
-from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, Explainer, outline, overlay
+from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, Explainer, outline, overlay, tile_overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
-from detector.predict import DEFAULT_MODEL, HUB_REPO_ENV
+from detector.predict import (AUTO, CIFAKE_MODEL, HUB_REPO_ENV, WILD_MODEL, choose_track, image_size, is_backbone,
+                              shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.stats import STATS, Reference, log_spectrum
 
@@ -112,8 +113,10 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
     """
     notes, models = [], {}
     ckpt = Path(detector.predict.CHECKPOINT_DIR)
-    names = sorted({p.stem for p in ckpt.glob("*.json")} | {p.stem for p in ckpt.glob("*.safetensors")}
-                   | {DEFAULT_MODEL}, key=lambda n: (n != DEFAULT_MODEL, n))
+    listed = shipped_models(ckpt)  # the detectors whose record and weights are both there
+    backbones = {p.stem for p in ckpt.glob("*.json") if is_backbone(p)}
+    others = {p.stem for p in ckpt.glob("*.json")} | {p.stem for p in ckpt.glob("*.safetensors")} | {WILD_MODEL, CIFAKE_MODEL}
+    names = listed + sorted(others - set(listed) - backbones)  # tried too, so the page can say what is wrong
     if os.environ.get(HUB_REPO_ENV):
         notes.append(f"Checkpoints are fetched from the Hugging Face Hub repository `{os.environ[HUB_REPO_ENV]}`.")
     for name in names:
@@ -127,26 +130,40 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
         notes.append(f"No model could be loaded from `{ckpt}`: the app cannot judge images. Restore the "
                      f"checkpoints (`git checkout checkpoints/`) or set `{HUB_REPO_ENV}` to a Hub repository "
                      "that holds them.")
-    elif DEFAULT_MODEL not in models:
-        notes.append(f"The default model `{DEFAULT_MODEL}` is missing; `{next(iter(models))}` is used instead.")
+    else:
+        for track in (WILD_MODEL, CIFAKE_MODEL):
+            if track not in models:
+                notes.append(f"The track default `{track}` is missing; images it would judge go to "
+                             f"`{next(iter(models))}` instead.")
     return models, notes
 
 
 MODELS, NOTES = load_models()
 MODEL_NAMES = list(MODELS)
-DEFAULT = DEFAULT_MODEL if DEFAULT_MODEL in MODELS else (MODEL_NAMES[0] if MODEL_NAMES else None)
+CHOICES = [AUTO, *MODEL_NAMES]  # the dropdowns: auto (by the image) first
+DEFAULT = AUTO if MODELS else None
 REFERENCE = Reference.load()
 PAINTER = StatHistogramPainter(REFERENCE)
 CIFAKE_JPEG_QUALITY = sorted({q for c in REFERENCE.summary.get("jpeg_quality", {}).values() for q in c})
 
 
-def _model(name: str | None):
+def _model(name: str | None, path: str | None = None) -> tuple:
+    """(predictor, explainer, reason): the named model, or with ``auto`` the track the image's size picks."""
     if not MODELS:
         raise UserError("No model is loaded; see the note at the top of the page.")
     name = name or DEFAULT
+    if name == AUTO:
+        if path is None:
+            name = WILD_MODEL if WILD_MODEL in MODELS else MODEL_NAMES[0]
+            return (*MODELS[name], "the wild track is the default for files")
+        name, reason = choose_track(image_size(path))
+        if name not in MODELS:
+            reason += f"; `{name}` is not loaded, so `{MODEL_NAMES[0]}` judged it instead"
+            name = MODEL_NAMES[0]
+        return (*MODELS[name], reason)
     if name not in MODELS:
-        raise UserError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
-    return MODELS[name]
+        raise UserError(f"Unknown model {name!r}; choose one of {', '.join(CHOICES)}.")
+    return (*MODELS[name], f"`{name}` was chosen by hand")
 
 
 def _method(name: str | None) -> str:
@@ -179,9 +196,9 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
     path, shown = _upload(image)
     if path is None:
         raise UserError(f"Drop, paste or upload an image first. Accepted: {ACCEPTED}.")
-    pred, explainer = _model(model)
     try:
-        return analyse(pred, path, explainer if explain else None, _method(method))
+        pred, explainer, reason = _model(model, path)
+        return analyse(pred, path, explainer if explain else None, _method(method), reason=reason)
     except ImageError as e:
         raise UserError(f"{shown}: {e}") from None
 
@@ -193,7 +210,7 @@ def verdict_markdown(a: Analysis) -> str:
     head = {"fake": "Likely AI-generated", "real": "Likely a real photograph",
             "uncertain": f"Uncertain (leaning {a.label})"}[a.verdict]
     return (f"## {head}\n**P(fake) = {a.p_fake:.3f}** · decision threshold {a.threshold:.2f} · "
-            f"uncertain between {lo:.2f} and {hi:.2f} · model `{a.model}`")
+            f"uncertain between {lo:.2f} and {hi:.2f} · model `{a.model}`\n\n*Why this model:* {a.reason}.")
 
 
 def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
@@ -223,6 +240,22 @@ def background_markdown(a: Analysis) -> str:
             f"is {area:.0%} of the image, so an evenly spread map would put {area:.0%} there.\n" + "\n".join(lines))
 
 
+def tile_markdown(a: Analysis) -> str:
+    if not a.tiles:
+        return ""
+    p = [t["p_fake"] for t in a.tiles]
+    return (f"**Tile map.** {len(p)} tiles of {a.model_input.shape[0]}x{a.model_input.shape[0]} pixels, judged at full "
+            f"resolution: P(fake) from {min(p):.2f} to {max(p):.2f} (whole image {a.p_fake:.2f}). Tiles that disagree "
+            "with the whole image point at regions worth a closer look; a tile sees less context than the whole.")
+
+
+def stats_heading(a: Analysis) -> str:
+    if a.wild:
+        return ("### Blur, sharpness and noise\nMeasured on the model's 224x224 input and placed against CIFAKE's "
+                "32x32 training images, which do not describe full-size photos: read the values, not the leaning.")
+    return "### Blur, sharpness and noise against CIFAKE's real and fake training images"
+
+
 def stats_table(a: Analysis) -> list[list]:
     rows = []
     for name, (label, meaning) in STATS.items():
@@ -239,6 +272,12 @@ STATS_HEADERS = ["statistic", "this image", "real median", "fake median", "perce
 
 
 def jpeg_markdown(a: Analysis) -> str:
+    if a.wild:
+        if a.jpeg_quality is None:
+            return f"The file is {a.format or 'an image'}, not a JPEG."
+        return (f"The file is a JPEG of estimated quality **{a.jpeg_quality}** (libjpeg scale). The wild model was "
+                "trained with both classes re-encoded at random JPEG qualities, so the format should not sway it; "
+                "a low quality means the image was recompressed, which hides the fine detail it reads.")
     cifake = "/".join(CIFAKE_JPEG_QUALITY) or "?"
     if a.jpeg_quality is None:
         return f"The file is {a.format or 'an image'}, not a JPEG. (Every CIFAKE image is a JPEG of quality {cifake}.)"
@@ -252,20 +291,30 @@ def jpeg_markdown(a: Analysis) -> str:
 def analyse_ui(image, model: str, method: str):
     """The Analyse tab: everything for one image."""
     if image is None:  # the image was cleared
-        return [None] * 14
+        return [None] * 17
     a = _run(image, model, method)
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
+    if a.tiles:
+        tiles = gr.Image(value=tile_overlay(a.display, a.tiles, a.size),
+                         label=f"tile map: P(fake) of {len(a.tiles)} tiles of {a.model_input.shape[0]} px at the image's "
+                               "own resolution (blue real, red fake)")
+    else:
+        tiles = gr.Image(value=None, label="tile map: only for images at least twice the model's input on a side "
+                                           "(wild track)")
     return (
         verdict_markdown(a),
         {"fake": a.p_fake, "real": 1 - a.p_fake},
         gr.Image(value=np.kron(a.model_input, np.ones((VIEW // a.model_input.shape[0],) * 2 + (1,), np.uint8)),
                  label=f"what the model sees: its {a.model_input.shape[0]}x{a.model_input.shape[1]} input"),
         gr.Image(value=a.display, label=f"your image ({a.size[0]}x{a.size[1]})"),
-        ("**Note:** " if a.large else "") + a.size_note(),
+        ("**Note:** " if a.large and not a.wild else "") + a.size_note(),
         gr.Image(value=heat_pred, label=label_pred),
         gr.Image(value=heat_other, label=label_other),
         outline(a.model_input, a.foreground, VIEW),
+        tiles,
         background_markdown(a),
+        tile_markdown(a),
+        stats_heading(a),
         stats_table(a),
         PAINTER.render(a.stats),
         log_spectrum(a.model_input, 192),
@@ -299,7 +348,12 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     """The Batch tab: many files or zips -> table, summary, CSV and JSON downloads, and the bad files."""
     if not files:
         raise UserError(f"Upload some images or a zip of images first. Accepted: {ACCEPTED}, and .zip.")
-    pred, _ = _model(model)
+    if (model or DEFAULT) == AUTO:
+        pred = detector.predict.AutoPredictor(loaded={n: m[0] for n, m in MODELS.items()})
+        for track in (WILD_MODEL, CIFAKE_MODEL):  # a missing track default: its images go to a loaded model
+            pred.predictors.setdefault(track, MODELS[MODEL_NAMES[0]][0])
+    else:
+        pred = _model(model)[0]
     paths = [str(f) for f in files]
     total = max(count_images(paths), 1)
     rows, errors = [], []
@@ -308,12 +362,13 @@ def batch_ui(files, model: str, progress=gr.Progress()):
         rows += r
         errors += e
         progress((min(done, total), total), desc="analysing", unit="images")
-    columns = ["file", "p_fake", "label", "verdict", *STATS, "jpeg_quality"]
+    columns = ["file", "p_fake", "label", "verdict", "model", *STATS, "jpeg_quality", "reason"]
     n_fake = sum(r["label"] == "fake" for r in rows)
     n_unc = sum(r["verdict"] == "uncertain" for r in rows)
-    summary = (f"**{len(rows)} images analysed** with `{pred.name}`: **{n_fake} likely fake**, "
+    used = ", ".join(f"`{m}` {sum(r['model'] == m for r in rows)}" for m in sorted({r["model"] for r in rows}))
+    summary = (f"**{len(rows)} images analysed** ({used or 'none'}): **{n_fake} likely fake**, "
                f"**{len(rows) - n_fake} likely real** ({n_unc} of them uncertain, P(fake) within "
-               f"{UNCERTAIN_MARGIN} of the threshold {pred.threshold:.2f}); **{len(errors)} files could not be read**.")
+               f"{UNCERTAIN_MARGIN} of each model's threshold); **{len(errors)} files could not be read**.")
     EXPORT_DIR.mkdir(parents=True, exist_ok=True)
     _prune_exports()
     out = EXPORT_DIR / uuid.uuid4().hex
@@ -324,7 +379,8 @@ def batch_ui(files, model: str, progress=gr.Progress()):
         w.writerows(rows)
         w.writerows({"file": e["file"], "error": e["reason"]} for e in errors)
     with open(out / "fakespot_results.json", "w", encoding="utf-8") as f:
-        json.dump({"model": pred.name, "threshold": pred.threshold, "results": rows, "errors": errors}, f, indent=1)
+        json.dump({"model": pred.name, "thresholds": {m: MODELS[m][0].threshold for m in MODELS},
+                   "results": rows, "errors": errors}, f, indent=1)
     table = [[r[c] for c in columns] for r in rows]
     bad = [[e["file"], e["reason"]] for e in errors]
     return (summary, gr.Dataframe(value=table, headers=columns), [str(out / "fakespot_results.csv"),
@@ -333,13 +389,20 @@ def batch_ui(files, model: str, progress=gr.Progress()):
 
 def model_tab(name: str):
     """The Models tab for one model: its measured figures and plots, from its checkpoint record."""
-    pred, _ = _model(name)
+    if name == AUTO:
+        return ("**auto** picks the model by the image: images at most 64 px a side (CIFAKE-sized) go to "
+                f"`{CIFAKE_MODEL}`, everything larger to `{WILD_MODEL}`. Choose a model to see its figures."), None
+    pred = _model(name)[0]
     rec = pred.record
     metrics = rec.get("metrics", {})
     rows = ["| split | images | accuracy | precision | recall | F1 | ROC-AUC | AP | real acc. | fake acc. |",
             "|---|---|---|---|---|---|---|---|---|---|"]
-    for key, label in (("test", "CIFAKE test (official)"), ("test_dedup", "CIFAKE test (deduplicated)"),
-                       ("validation", "validation (carved from train)")):
+    wild = rec.get("track") == "wild"
+    splits = ((("test", "wild test (sources never seen in training)"),
+               ("test_format_controlled", "wild test, format-controlled (512 px, JPEG q90)"))
+              if wild else (("test", "CIFAKE test (official)"), ("test_dedup", "CIFAKE test (deduplicated)"),
+                            ("validation", "validation (carved from train)")))
+    for key, label in splits:
         m = metrics.get(key)
         if m:
             rows.append(f"| {label} | {m.get('n', '')} | {m['accuracy']:.2%} | {m.get('precision', float('nan')):.4f} | "
@@ -351,41 +414,61 @@ def model_tab(name: str):
             + (f", trained {minutes / 60:.0f} min on a 2-core CPU" if minutes else "") +
             f"); threshold {pred.threshold:.2f}, temperature {pred.temperature:.2f}.")
     test = metrics.get("test")
-    plot = figure_to_array(model_report(test, f"{pred.name} on the CIFAKE test split")) if test else None
+    if wild:
+        info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec['backbone']['name']}`); head: "
+                 f"{rec['arch_kwargs']['head']['kind']} on {rec['arch_kwargs']['head']['layers'] or 'the embedding only'}. "
+                 "Per-source, per-generator and peer figures: README, *Wild track*.")
+    plot = (figure_to_array(model_report(test, f"{pred.name} on the CIFAKE test split"))
+            if test and "confusion_matrix" in test else None)
     return info + "\n\n" + "\n".join(rows), plot
 
 
 GUIDE = """
 ### How to read the results
 
-**The verdict** is P(fake), the model's probability that the image was generated by Stable Diffusion 1.4.
-Near the threshold the page says *uncertain*: treat those as a coin toss. The models learned from
-CIFAKE, 32x32 images of CIFAR-10 subjects: they judge a 32x32 thumbnail of your image, and their accuracy
-(about 97% on CIFAKE's own test images) does **not** carry over to large photos, other generators, or
-images that have been edited, screenshotted or heavily recompressed. No verdict here is proof.
+**Two tracks, one number.** Every model answers with P(fake), its probability that the image was made by
+an AI generator. With the model set to **auto** (the default) the image's size picks the model, and the
+verdict says which one judged and why:
+
+- **wild** (anything larger than 64 px a side): OpenAI's CLIP ViT-B/16, frozen, with a small head trained
+  on about 9,000 real-world photographs and AI images (Stable Diffusion 1.x/XL, Midjourney, DALL-E 2,
+  GANs, artwork and more). It judges the centre square of your image resized to 224x224, as CLIP was
+  trained. On sources it never saw in training it separates real from generated well but not perfectly
+  (README, *Wild track*): generators newer than its training data, heavy edits, screenshots and collages
+  can fool it, and some real photos are called fake.
+- **CIFAKE** (`fakespot`, `cnn`, `resnet50`; images at most 64 px a side): trained from scratch on CIFAKE,
+  32x32 CIFAR-10 photos against Stable Diffusion 1.4. About 98% right on CIFAKE-style thumbnails, and at
+  chance on full-size photos: choose one by hand only to study it.
+
+Near the threshold the page says *uncertain*: treat those as a coin toss. No verdict here is proof, and
+an image can be both real and edited.
 
 **The heatmap** (Grad-CAM and relatives, from pytorch-grad-cam) colours the regions whose features moved
-the model's score toward a class: red is strong, blue is none. The maps are computed on the models' 2x2 to
-4x4 feature grids and smoothed to 32x32, so they are coarse. Different methods can disagree; a map shows
-what the model used, not where an artefact truly is. The *background share* measures how much of a map's
-energy falls outside the main object (found automatically with GrabCut, outlined in yellow): the CIFAKE
-paper found detectors often look at background imperfections. Compare it with the background's share of
-the image, which is what an evenly spread map would score.
+the model's score toward a class: red is strong, blue is none. For the wild model it is computed on the
+ViT's 14x14 grid of 16-pixel patches of the 224x224 input; for the CIFAKE models on 2x2 to 4x4 feature
+grids smoothed to 32x32. Methods can disagree; a map shows what the model used, not where an artefact
+truly is. The *background share* is how much of a map's energy falls outside the main object (found
+automatically with GrabCut, outlined in yellow); compare it with the background's share of the image,
+which is what an evenly spread map would score.
 
-**The statistics** are computed on the same 32x32 thumbnail and placed against the real (blue) and fake
-(red) images of the CIFAKE training split. Stable Diffusion images there are on average sharper and
-noisier (higher Laplacian variance, Tenengrad, high-frequency energy and noise level), but the
-distributions overlap widely: one statistic is a hint, never a verdict. Resizing, blurring and JPEG
-compression move all of them.
+**The tile map** (wild track, images at least 448 px on their longest side) cuts up to four 224x224 tiles
+from your image at its own resolution and judges each: fine generator texture that resizing would blur
+away is still there. A tile that disagrees with the whole image is worth a closer look; a tile also sees
+less context than the whole, so it errs more often.
+
+**The statistics** (blur, sharpness, noise, spectrum) are measured on the model's input and placed against
+CIFAKE's 32x32 real (blue) and fake (red) training images. They describe CIFAKE, so for full-size images
+read the values, not the leaning. Resizing, blurring and JPEG compression move all of them.
 """
 
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="fakespot: real or AI-generated?", delete_cache=(900, 3600)) as demo:
         gr.Markdown("# fakespot: real photograph or AI-generated?\nDrop in an image to get the probability "
-                    "that it was generated by AI, a heatmap of the regions that drove the decision, and how its "
-                    "sharpness compares with real and generated images. Trained on CIFAKE (32x32 images: CIFAR-10 "
-                    "photos against Stable Diffusion 1.4).")
+                    "that it was generated by AI, a heatmap of the regions that drove the decision, a tile map of "
+                    "where it looks generated, and its sharpness and noise. Photos and renders are judged by the "
+                    "wild track (CLIP ViT-B/16 trained on real-world images); 32x32 thumbnails by the CIFAKE track. "
+                    "A verdict is evidence, not proof: see *How to read this*.")
         for note in NOTES:
             gr.Markdown(f"> **Note:** {note}")
         with gr.Tab("Analyse"):
@@ -393,14 +476,15 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=2):
                     image = gr.Image(type="filepath", image_mode=None, label="image (drop, paste or upload)",
                                      sources=["upload", "clipboard"], height=280, elem_id="upload")
-                    model = gr.Dropdown(MODEL_NAMES, value=DEFAULT, label="model")
+                    model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
                     method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="explanation method",
                                          info="ScoreCAM runs one forward pass per feature channel: seconds, or "
                                               "minutes on resnet50")
                     button = gr.Button("Analyse", variant="primary")
-                    examples = sorted(EXAMPLES.glob("*"))
+                    examples = sorted((p for p in EXAMPLES.glob("*.jpg")), key=lambda p: (not p.name.startswith("wild_"), p.name))
                     gr.Examples([[str(p)] for p in examples if p.is_file()], inputs=[image],
-                                label="examples: CIFAKE test images (real_*, fake_*) and a full-size photo")
+                                label="examples: photos and AI renders at full size (wild_*), a full-size photo, and CIFAKE "
+                                      "32x32 test images (real_*, fake_*); sources in assets/examples/SOURCES.md")
                 with gr.Column(scale=3):
                     verdict = gr.Markdown("Drop an image to start.", elem_id="verdict")
                     probs = gr.Label(label="P(real) and P(fake)", show_label=False)
@@ -414,8 +498,12 @@ def build_demo() -> gr.Blocks:
                 heat_other = gr.Image(label="heatmap: other class", height=VIEW, interactive=False, format="png")
                 objmask = gr.Image(label="object found (GrabCut), the rest is background", height=VIEW,
                                    interactive=False, format="png")
-            background = gr.Markdown()
-            gr.Markdown("### Blur, sharpness and noise against CIFAKE's real and fake training images")
+            with gr.Row():
+                tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png")
+                with gr.Column():
+                    background = gr.Markdown()
+                    tile_note = gr.Markdown()
+            stats_head = gr.Markdown("### Blur, sharpness and noise against CIFAKE's real and fake training images")
             stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True)
             with gr.Row():
                 hist = gr.Image(label="distributions (blue real, red fake) and this image", interactive=False,
@@ -425,8 +513,8 @@ def build_demo() -> gr.Blocks:
             jpeg = gr.Markdown()
             with gr.Accordion("JSON (what /predict and /explain return)", open=False):
                 raw = gr.JSON()
-            outputs = [verdict, probs, seen, original, size_note, heat_pred, heat_other, objmask, background,
-                       stats, hist, spectrum, jpeg, raw]
+            outputs = [verdict, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, background,
+                       tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
             gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
                   outputs, api_name="analyse", api_visibility="undocumented", preprocess=False)
 
@@ -436,7 +524,7 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 files = gr.File(file_count="multiple", label="images or zips", height=160)
                 with gr.Column():
-                    batch_model = gr.Dropdown(MODEL_NAMES, value=DEFAULT, label="model")
+                    batch_model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
                     batch_button = gr.Button("Analyse all", variant="primary")
             batch_summary = gr.Markdown()
             batch_table = gr.Dataframe(label="results (click a column header to sort)", interactive=False)
@@ -447,7 +535,7 @@ def build_demo() -> gr.Blocks:
                                api_name="batch", concurrency_limit=1)
 
         with gr.Tab("Models"):
-            chosen = gr.Dropdown(MODEL_NAMES, value=DEFAULT, label="model")
+            chosen = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
             first = model_tab(DEFAULT) if DEFAULT else ("", None)
             model_info = gr.Markdown(first[0])
             model_plot = gr.Image(value=first[1], label="test-split evaluation", interactive=False, format="png")
@@ -459,7 +547,7 @@ def build_demo() -> gr.Blocks:
         # API-only endpoints (gradio_client): hidden inputs and outputs, documented on the API page.
         with gr.Row(visible=False):
             api_image = gr.Image(type="filepath", image_mode=None)
-            api_model = gr.Dropdown(MODEL_NAMES, value=DEFAULT)
+            api_model = gr.Dropdown(CHOICES, value=DEFAULT)
             api_method = gr.Dropdown(list(CAM_METHODS), value="GradCAM")
             api_target = gr.Dropdown(["predicted", *CLASSES], value="predicted")
             api_json, api_heat, api_heat_json = gr.JSON(), gr.Image(format="png"), gr.JSON()

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError
 from .data import iter_sources, printable
-from .predict import DEFAULT_MODEL, Predictor, load, shipped_models
+from .predict import AUTO, AutoPredictor, Predictor, load, pick, shipped_models
 from .preprocess import ImageError, load_image
 
 
@@ -21,32 +21,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="P(fake) for images, folders (recursive) and zips")
     pr.add_argument("paths", nargs="+", metavar="PATH", help="an image, a folder or a zip")
-    pr.add_argument("--model", default=None, help=f"shipped model name or checkpoint path (default: {DEFAULT_MODEL})")
+    pr.add_argument("--model", default=None, help=f"shipped model name or checkpoint path (default: {AUTO}: "
+                    "32x32-sized images go to the CIFAKE track, anything larger to the wild track)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image per line")
     pr.add_argument("--batch-size", type=int, default=256)
     sub.add_parser("models", help="list the shipped models")
     return p
 
 
-def _batches(paths: list[str], predictor: Predictor, batch_size: int, errors: list) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Decode inputs in batches; bad files go to ``errors`` (and stderr) and the run goes on."""
-    names, arrays = [], []
+def _batches(paths: list[str], predictor: Predictor | AutoPredictor, batch_size: int,
+             errors: list) -> Iterator[tuple[Predictor, str, list[str], np.ndarray]]:
+    """Decode inputs in batches of one model each; bad files go to ``errors`` (and stderr) and the run goes on.
+
+    Yields ``(predictor, reason, names, arrays)``; with an AutoPredictor each image is routed first.
+    """
+    pending: dict[str, tuple[list[str], list[np.ndarray], list[str]]] = {}
     for name, data, err in iter_sources(paths):
         name = printable(name)
         if err is None:
             try:
-                arrays.append(load_image(data, predictor.input_size))
+                pred, reason = pick(predictor, data)
+                array = load_image(data, pred.input_size)
+                names, arrays, reasons = pending.setdefault(pred.name, ([], [], []))
+                arrays.append(array)
                 names.append(name)
+                reasons.append(reason)
+                if len(arrays) == batch_size:
+                    yield pred, reasons, names, np.stack(arrays)
+                    pending.pop(pred.name)
             except ImageError as e:
                 err = str(e)
         if err is not None:
             errors.append((name, err))
             tqdm.write(f"error: {name}: {err}", file=sys.stderr)
-        if len(arrays) == batch_size:
-            yield names, np.stack(arrays)
-            names, arrays = [], []
-    if arrays:
-        yield names, np.stack(arrays)
+    for model, (names, arrays, reasons) in pending.items():
+        pred = predictor.model(model) if isinstance(predictor, AutoPredictor) else predictor
+        yield pred, reasons, names, np.stack(arrays)
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -58,18 +68,24 @@ def predict_command(args: argparse.Namespace) -> int:
     errors: list[tuple[str, str]] = []
     n = 0
     if not args.json:
-        print(f"{'p_fake':>8}  {'label':<5}  path    (model {predictor.name}, threshold {predictor.threshold:.2f})")
+        how = ("each image's track chosen by its size" if isinstance(predictor, AutoPredictor)
+               else f"threshold {predictor.threshold:.2f}")
+        print(f"{'p_fake':>8}  {'label':<5}  {'model':<9} path    ({how})")
     with tqdm(desc="predict", unit="img", file=sys.stderr, delay=2.0, mininterval=0.5) as bar:
-        for names, arrays in _batches(args.paths, predictor, args.batch_size, errors):
-            for name, p in zip(names, predictor.predict_arrays(arrays)):
-                label = predictor.label(p)
-                if args.json:
-                    print(json.dumps({"path": name, "p_fake": round(float(p), 6), "label": label,
-                                      "model": predictor.name}), flush=False)
-                else:
-                    print(f"{p:8.4f}  {label:<5}  {name}")
-            n += len(names)
-            bar.update(len(names))
+        try:
+            for pred, reasons, names, arrays in _batches(args.paths, predictor, args.batch_size, errors):
+                for name, reason, p in zip(names, reasons, pred.predict_arrays(arrays)):
+                    label = pred.label(p)
+                    if args.json:
+                        print(json.dumps({"path": name, "p_fake": round(float(p), 6), "label": label,
+                                          "model": pred.name, "threshold": pred.threshold, "reason": reason}), flush=False)
+                    else:
+                        print(f"{p:8.4f}  {label:<5}  {pred.name:<9} {name}")
+                n += len(names)
+                bar.update(len(names))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     sys.stdout.flush()
     if errors or n == 0:
         print(f"{n} image(s) predicted, {len(errors)} could not be read", file=sys.stderr)
@@ -79,8 +95,9 @@ def predict_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     if args.command == "models":
+        print(f"{AUTO}  (default: picks the track by the image's size)")
         for name in shipped_models():
-            print(name + ("  (default)" if name == DEFAULT_MODEL else ""))
+            print(name)
         return 0
     try:
         return predict_command(args)

@@ -16,14 +16,16 @@ import numpy as np
 from PIL import Image
 
 from .data import iter_sources, printable
-from .explain import Explainer, background_share, object_mask
-from .predict import Predictor
+from .engine import sigmoid
+from .explain import Explainer, background_share, object_mask, tile_map
+from .predict import AutoPredictor, Predictor, pick
 from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_rgb
 from .stats import image_stats, jpeg_quality
 
 UNCERTAIN_MARGIN = 0.15  # P(fake) within this distance of the threshold is reported as "uncertain"
 LARGE_FACTOR = 2  # an upload more than this many times the input size (per side) gets a plain warning
 DISPLAY_SIZE = 512  # longest side of the original shown back to the user
+TILES = 4  # native-resolution tiles in the wild track's tile map (each costs one backbone pass)
 
 
 def verdict(p_fake: float, threshold: float, margin: float = UNCERTAIN_MARGIN) -> str:
@@ -49,12 +51,18 @@ class Analysis:
     jpeg_quality: int | None
     model_input: np.ndarray  # (32, 32, 3) uint8: what the model sees
     display: np.ndarray  # the upload as RGB, at most DISPLAY_SIZE on its longest side
+    reason: str = ""  # why this model judged the image (the track choice, or the user's)
     method: str = ""
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # class -> (32, 32) map in [0, 1]
     foreground: np.ndarray | None = None  # (32, 32) bool object mask
     background_share: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    tiles: list[dict] = field(default_factory=list)  # wild track: P(fake) of native-resolution tiles
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wild(self) -> bool:
+        return self.model_input.shape[0] > 64
 
     @property
     def large(self) -> bool:
@@ -68,6 +76,12 @@ class Analysis:
     def size_note(self) -> str:
         w, h = self.size
         s = self.model_input.shape[0]
+        if self.wild:
+            crop = "its centre square, " if w != h else ""
+            tiles = (f" The tile map shows {len(self.tiles)} tiles of {s}x{s} pixels judged at the image's own "
+                     "resolution, so you can see where it looks generated." if self.tiles else "")
+            return (f"The image is {w}x{h} pixels; the model judged {crop}resized to {s}x{s} (what CLIP was trained "
+                    f"on).{tiles}")
         if not self.large:
             return f"The image is {w}x{h}, close to the {s}x{s} images the model was trained on."
         crop = " centre-cropped to a square and" if w != h else ""
@@ -80,6 +94,7 @@ class Analysis:
         lo, hi = uncertain_band(self.threshold)
         out = {"p_fake": round(self.p_fake, 6), "label": self.label, "verdict": self.verdict,
                "threshold": self.threshold, "uncertain_band": [round(lo, 4), round(hi, 4)], "model": self.model,
+               "reason": self.reason,
                "width": self.size[0], "height": self.size[1], "format": self.format,
                "jpeg_quality": self.jpeg_quality, "resized": self.large}
         if self.stats:
@@ -89,11 +104,15 @@ class Analysis:
             out["background_share"] = {k: (None if np.isnan(v) else round(v, 4))
                                        for k, v in self.background_share.items()}
             out["background_area"] = round(self.background_area, 4)
+        if self.tiles:
+            out["tiles"] = [{"box": list(t["box"]), "p_fake": round(t["p_fake"], 4)} for t in self.tiles]
         return out
 
 
-def _decode(src: ImageSource, input_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str | None, int | None]:
-    """Model input (by the shared policy), a display copy, the size, format and JPEG quality."""
+def _decode(src: ImageSource, input_size: int, keep_full: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str | None, int | None, Image.Image | None]:
+    """Model input (by the shared policy), a display copy, the size, format, JPEG quality, and (when
+    ``keep_full``) the whole image decoded at its own resolution, for the tile map."""
     model_input = load_image(src, input_size)
     if hasattr(src, "seek"):
         src.seek(0)
@@ -101,36 +120,48 @@ def _decode(src: ImageSource, input_size: int) -> tuple[np.ndarray, np.ndarray, 
     fmt, quality = img.format, jpeg_quality(img)
     w, h = img.size  # before the draft decode below shrinks it; swapped if EXIF rotates by 90 degrees
     size = (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+    full = None
     try:
-        if fmt == "JPEG":
+        if fmt == "JPEG" and not keep_full:
             img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # only for display
         rgb = to_rgb(img)
+        if keep_full:
+            full, rgb = rgb, rgb.copy()
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image ({e})") from None
     rgb.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
-    return model_input, np.asarray(rgb), size, fmt, quality
+    return model_input, np.asarray(rgb), size, fmt, quality, full
 
 
 def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None = None, method: str = "GradCAM",
-            with_stats: bool = True) -> Analysis:
-    """Everything the app shows for one image. Without an explainer, no heatmaps are computed."""
+            with_stats: bool = True, reason: str = "", max_tiles: int = TILES) -> Analysis:
+    """Everything the app shows for one image. Without an explainer, no heatmaps (and no tile map) are computed."""
     t = {"start": time.perf_counter()}
-    model_input, display, size, fmt, quality = _decode(src, predictor.input_size)
+    tiles_wanted = explainer is not None and predictor.input_size > 64 and max_tiles > 0
+    model_input, display, size, fmt, quality, full = _decode(src, predictor.input_size, keep_full=tiles_wanted)
     t["decode"] = time.perf_counter()
-    p = float(predictor.predict_arrays(model_input[None])[0])
-    t["predict"] = time.perf_counter()
+    maps = {}
+    if explainer is None:
+        p = float(predictor.predict_arrays(model_input[None])[0])
+        t["predict"] = time.perf_counter()
+    else:  # the verdict comes from the explanation's own forward pass: the model runs once
+        maps, logit = explainer.heatmaps_and_logit(model_input, method)
+        p = float(sigmoid(np.array([logit]), predictor.temperature)[0])
+        t["predict+cam"] = time.perf_counter()
     a = Analysis(model=predictor.name, p_fake=p, label=predictor.label(p), verdict=verdict(p, predictor.threshold),
                  threshold=predictor.threshold, size=size, format=fmt, jpeg_quality=quality,
-                 model_input=model_input, display=display)
+                 model_input=model_input, display=display, reason=reason)
     if explainer is not None:
         a.method = method
-        a.heatmaps = explainer.heatmaps(model_input, method)
-        t["cam"] = time.perf_counter()
+        a.heatmaps = maps
         a.foreground = object_mask(model_input)
         a.background_share = {c: background_share(m, a.foreground) for c, m in a.heatmaps.items()}
         t["segment"] = time.perf_counter()
+    if tiles_wanted and full is not None and max(size) >= 2 * predictor.input_size:
+        a.tiles = tile_map(predictor, full, max_tiles)
+        t["tiles"] = time.perf_counter()
     if with_stats:
         a.stats = image_stats(model_input)
         t["stats"] = time.perf_counter()
@@ -140,11 +171,13 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
     return a
 
 
-def batch_rows(predictor: Predictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
+def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
                chunk: int = 256) -> Iterator[tuple[list[dict], list[dict], int]]:
     """Predict every image under ``paths`` (files, folders, zips) in chunks.
 
-    Yields ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "label", "verdict", stats...}``,
+    With an AutoPredictor each file goes to the track its size picks (rows name the model and why).
+    Yields ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "label", "verdict", "model",
+    "reason", stats...}``,
     errors are ``{"file", "reason"}``, ``done`` counts the files handled so far. ``names`` maps a path to
     the name to show (the upload's original name rather than a temporary path).
     """
@@ -156,32 +189,38 @@ def batch_rows(predictor: Predictor, paths: Iterable[str | os.PathLike], names: 
                 return printable(nice + path[len(real):])
         return printable(path)
 
-    done, pending, arrays = 0, [], []
-    rows, errors = [], []
+    done, rows, errors = 0, [], []
+    pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [(name, quality, reason)], arrays)
 
     def flush():
-        nonlocal pending, arrays
-        if arrays:
-            p = predictor.predict_arrays(np.stack(arrays))
-            for (name, qual), img, pi in zip(pending, arrays, p):
-                row = {"file": name, "p_fake": round(float(pi), 6), "label": predictor.label(float(pi)),
-                       "verdict": verdict(float(pi), predictor.threshold), "jpeg_quality": qual}
+        for pred, meta, arrays in pending.values():
+            if not arrays:
+                continue
+            p = pred.predict_arrays(np.stack(arrays))
+            for (name, qual, reason), img, pi in zip(meta, arrays, p):
+                row = {"file": name, "p_fake": round(float(pi), 6), "label": pred.label(float(pi)),
+                       "verdict": verdict(float(pi), pred.threshold), "model": pred.name, "reason": reason,
+                       "jpeg_quality": qual}
                 row.update({k: round(v, 6) for k, v in image_stats(img).items()})
                 rows.append(row)
-        pending, arrays = [], []
+        pending.clear()
 
     for path, data, err in iter_sources(list(paths)):
         name = shown(path)
         done += 1
         if err is None:
             try:
-                arrays.append(load_image(data, predictor.input_size))
-                pending.append((name, jpeg_quality(open_image(io.BytesIO(data)))))
+                pred, reason = pick(predictor, data)
+                array = load_image(data, pred.input_size)
+                quality = jpeg_quality(open_image(io.BytesIO(data)))
+                group = pending.setdefault(pred.name, (pred, [], []))
+                group[2].append(array)
+                group[1].append((name, quality, reason))
             except ImageError as e:
                 err = str(e)
         if err is not None:
             errors.append({"file": name, "reason": err})
-        if len(arrays) >= chunk:
+        if sum(len(g[2]) for g in pending.values()) >= chunk:
             flush()
             yield rows, errors, done
             rows, errors = [], []

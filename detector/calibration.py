@@ -57,3 +57,22 @@ def choose_threshold(labels, p_fake) -> float:
     acc = (real_below + fake_above) / len(y)
     best = np.flatnonzero(acc >= acc.max() - 1e-12)
     return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
+
+
+def choose_threshold_guarded(labels, p_fake, min_real_accuracy: float = 0.95) -> float:
+    """The threshold with the best balanced accuracy among those that keep real-class accuracy (reals
+    called real) at or above ``min_real_accuracy`` on validation; plain best balanced accuracy if none do.
+
+    For a tool that may be used to accuse a photographer, calling a real photo fake is the costlier
+    error, so the guard comes first and accuracy second.
+    """
+    y, p = np.asarray(labels), np.asarray(p_fake, np.float64)
+    s = np.unique(p)
+    cands = np.concatenate([[0.5], (s[:-1] + s[1:]) / 2]) if len(s) > 1 else np.array([0.5])
+    real_acc = np.array([(p[y == 0] < t).mean() for t in cands])
+    fake_acc = np.array([(p[y == 1] >= t).mean() for t in cands])
+    bal = (real_acc + fake_acc) / 2
+    ok = real_acc >= min_real_accuracy
+    score = np.where(ok, bal, -1.0) if ok.any() else bal
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])

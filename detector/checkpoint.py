@@ -91,19 +91,42 @@ def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, record: dict, half: bool = False) -> dict:
+INT8_SCALE = ".int8_scale"  # key suffix of the per-output-channel scale of an int8-stored weight
+
+
+def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """int8 weights stored with a per-row scale (``W = q * scale[:, None]``) -> float32; others pass."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        scale = state.get(k + INT8_SCALE)
+        if scale is not None:
+            if v.dtype != torch.int8 or scale.shape != v.shape[:1]:
+                raise CheckpointError(f"tensor {k!r}: int8 storage needs an int8 matrix and one scale per row")
+            v = v.float() * scale.float().view(-1, *([1] * (v.dim() - 1)))
+        out[k] = v
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, record: dict, half: bool = False,
+                    state: dict[str, torch.Tensor] | None = None, storage: str | None = None) -> dict:
     """Write weights and record atomically; returns the record as written (with the weights hash).
 
     ``half`` stores large float tensors (conv and dense weights) as float16, halving the file; small
     tensors (biases, BatchNorm statistics) stay float32. Loading casts back to the model's float32.
+    ``state`` (instead of ``model``) writes prepared tensors, e.g. int8 weights with ``INT8_SCALE``
+    partners; ``storage`` then says in words how they are stored.
     """
     wpath, rpath = resolve(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    if state is None:
+        state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     if half:
         state = {k: v.half() if v.dtype == torch.float32 and v.numel() > 1024 else v for k, v in state.items()}
     blob = st_save(state, metadata={"format": FORMAT, "arch": record["arch"]})
+    storage = storage or ("float16 for tensors over 1024 values" if half else "float32")
     record = dict(record, weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name,
-                  weights_storage="float16 for tensors over 1024 values" if half else "float32")
+                  weights_storage=storage)
     atomic_write(wpath, blob)
     atomic_write_json(rpath, record)
     return record
@@ -136,10 +159,15 @@ def update_record(path: str | os.PathLike, **fields) -> dict:
     return record
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch."""
+def read_weights(path: str | os.PathLike, record: dict | None = None) -> dict[str, torch.Tensor]:
+    """The float tensors of a checkpoint, verified against its record's SHA-256 (int8 storage dequantised).
+
+    A record that names a ``backbone`` (another checkpoint beside it, by name and SHA-256) gets that
+    checkpoint's tensors too, under the prefix ``backbone.``: a head ships without copying the
+    backbone's weights.
+    """
     wpath, rpath = resolve(path)
-    record = read_record(path)
+    record = read_record(path) if record is None else record
     try:
         blob = wpath.read_bytes()
     except FileNotFoundError:
@@ -150,9 +178,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
                               f"{record['weights_sha256'][:12]}...; the file is truncated, corrupt or from "
                               "another checkpoint")
     try:
-        state = st_load(blob)
+        state = dequantize(st_load(blob))
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{wpath} is not a valid safetensors file ({e})") from None
+    backbone = record.get("backbone")
+    if backbone:
+        bpath = wpath.with_name(backbone["name"])
+        brecord = read_record(bpath)
+        if brecord.get("weights_sha256") != backbone.get("weights_sha256"):
+            raise CheckpointError(f"{rpath} was trained on backbone {backbone['name']} with weights SHA-256 "
+                                  f"{str(backbone.get('weights_sha256'))[:12]}..., but {bpath}.json describes "
+                                  f"{str(brecord.get('weights_sha256'))[:12]}...")
+        state.update({f"backbone.{k}": v for k, v in read_weights(bpath, brecord).items()})
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch."""
+    wpath, rpath = resolve(path)
+    record = read_record(path)
+    state = read_weights(path, record)
     try:
         model = create_model(record["arch"], **record.get("arch_kwargs", {}))
     except (ValueError, TypeError, KeyError) as e:

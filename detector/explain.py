@@ -56,6 +56,8 @@ class Explainer:
         for p in self.model.parameters():
             p.requires_grad_(False)  # no weight gradients: the input carries the graph (see _input)
         self.target_layers = list(self.model.cam_layers())
+        # ViTs hand pytorch-grad-cam token sequences; their reshape_transform makes them 2-D maps.
+        self.reshape_transform = getattr(self.model, "reshape_transform", None)
         self._lock = threading.Lock()
 
     def _input(self, images: np.ndarray) -> torch.Tensor:
@@ -69,22 +71,33 @@ class Explainer:
         All classes are explained in one batched forward and backward pass (one copy of the image per
         class). A map is all zeros only when no region pushes the logit toward that class.
         """
+        return self.heatmaps_and_logit(image, method, classes)[0]
+
+    def heatmaps_and_logit(self, image: np.ndarray, method: str = "GradCAM",
+                           classes: tuple[str, ...] = ("fake", "real")) -> tuple[dict[str, np.ndarray], float]:
+        """As :meth:`heatmaps`, plus the image's logit from the same forward pass (so a caller that wants
+        both the verdict and the maps runs the model once: it matters for the wild track's ViT)."""
         for c in classes:
             if c not in CLASSES:
                 raise ValueError(f"unknown class {c!r}; choose from {CLASSES}")
         images = np.repeat(np.asarray(image)[None], len(classes), axis=0)
-        maps = self.maps(images, method, [CLASSES.index(c) for c in classes])
-        return dict(zip(classes, maps))
+        maps, logits = self._maps(images, method, [CLASSES.index(c) for c in classes])
+        return dict(zip(classes, maps)), float(logits[0])
 
     def maps(self, images: np.ndarray, method: str, labels) -> np.ndarray:
         """(N, H, W) maps in [0, 1] for a batch of (N, H, W, 3) uint8 inputs, each toward its own class
         label (0 real, 1 fake). The research scripts call this on many images at once."""
+        return self._maps(images, method, labels)[0]
+
+    def _maps(self, images: np.ndarray, method: str, labels) -> tuple[np.ndarray, np.ndarray]:
         targets = [BinaryClassifierOutputTarget(int(y)) for y in labels]
-        with self._lock, cam_class(method)(model=self.model, target_layers=self.target_layers) as cam:
+        with self._lock, cam_class(method)(model=self.model, target_layers=self.target_layers,
+                                          reshape_transform=self.reshape_transform) as cam:
             if hasattr(cam, "batch_size"):
                 cam.batch_size = 64  # ScoreCAM: masked copies per forward pass
             maps = cam(input_tensor=self._input(images), targets=targets)
-        return np.nan_to_num(maps.astype(np.float32))
+            logits = cam.outputs.detach().float().reshape(-1).cpu().numpy()  # the forward pass the maps came from
+        return np.nan_to_num(maps.astype(np.float32)), logits
 
 
 def object_mask(image: np.ndarray, work_size: int = 96, iterations: int = 3, margin: float = 0.125) -> np.ndarray:
@@ -138,3 +151,65 @@ def outline(image: np.ndarray, foreground: np.ndarray, size: int = 256) -> np.nd
     contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(big, contours, -1, (0, 255, 255), 2)
     return big
+
+
+def tile_boxes(width: int, height: int, tile: int, max_tiles: int) -> list[tuple[int, int, int, int]]:
+    """Native-resolution ``tile`` x ``tile`` boxes spread evenly over the image, at most ``max_tiles``.
+
+    The grid has about as many columns per row as the image's aspect ratio asks for; tiles touch or
+    overlap where the image is small and leave gaps where it is large (then each tile stands for the
+    cell around it). An image smaller than one tile gets no boxes.
+    """
+    if min(width, height) < tile or max_tiles < 1:
+        return []
+    want_x, want_y = -(-width // tile), -(-height // tile)  # tiles needed to cover it all
+    nx, ny = want_x, want_y
+    while nx * ny > max_tiles:  # shrink the longer side's count first, keeping the grid's shape
+        if nx / want_x >= ny / want_y and nx > 1:
+            nx -= 1
+        else:
+            ny -= 1
+    xs = np.linspace(0, width - tile, nx).round().astype(int) if nx > 1 else [(width - tile) // 2]
+    ys = np.linspace(0, height - tile, ny).round().astype(int) if ny > 1 else [(height - tile) // 2]
+    return [(int(x), int(y), int(x) + tile, int(y) + tile) for y in ys for x in xs]
+
+
+def tile_map(predictor, rgb, max_tiles: int = 6) -> list[dict]:
+    """P(fake) of native-resolution tiles of a full image: ``[{"box": (x0, y0, x1, y1), "p_fake": p}]``.
+
+    ``rgb`` is the whole decoded RGB image (a PIL image, or an (H, W, 3) uint8 array). Each tile is what
+    the model sees of that part of the image without any downscaling, so fine generator texture counts;
+    ``tile_overlay`` draws them.
+    """
+    w, h = rgb.size if hasattr(rgb, "crop") else (rgb.shape[1], rgb.shape[0])
+    boxes = tile_boxes(w, h, predictor.input_size, max_tiles)
+    if not boxes:
+        return []
+    crop = (lambda b: np.asarray(rgb.crop(b))) if hasattr(rgb, "crop") else (lambda b: rgb[b[1]:b[3], b[0]:b[2]])
+    p = predictor.predict_arrays(np.stack([crop(b) for b in boxes]))
+    return [{"box": b, "p_fake": float(pi)} for b, pi in zip(boxes, p)]
+
+
+def tile_overlay(display: np.ndarray, tiles: list[dict], full_size: tuple[int, int], alpha: float = 0.45) -> np.ndarray:
+    """The tiles' P(fake) drawn over a display copy of the image: cells coloured by P(fake) on a
+    blue (real) to red (fake) scale, each tile's own box outlined with its value written in it."""
+    h, w = display.shape[:2]
+    fw, fh = full_size
+    sx, sy = w / fw, h / fh
+    out = display.copy()
+    if not tiles:
+        return out
+    boxes = [(t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy) for t in tiles]
+    cx = np.array([(b[0] + b[2]) / 2 for b in boxes])
+    cy = np.array([(b[1] + b[3]) / 2 for b in boxes])
+    yy, xx = np.mgrid[0:h, 0:w]
+    nearest = np.argmin((xx[..., None] - cx) ** 2 + (yy[..., None] - cy) ** 2, axis=-1)
+    p = np.array([t["p_fake"] for t in tiles], np.float32)[nearest]
+    colour = cv2.applyColorMap(np.uint8(np.clip(p, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]
+    out = (out * (1 - alpha) + colour * alpha).astype(np.uint8)
+    for b, t in zip(boxes, tiles):
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+        cv2.putText(out, f"{t['p_fake']:.2f}", (x0 + 3, y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out

@@ -14,6 +14,10 @@ from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models.resnet import BasicBlock
 
+# OpenAI CLIP's image normalisation (the wild track's backbone was trained with it).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 class CifakeCNN(nn.Module):
     """The published CIFAKE baseline (Bird & Lotfi 2023), layer for layer: 355,649 parameters.
@@ -131,7 +135,103 @@ class Ensemble(nn.Module):
         return [layer for m in self.members for layer in m.cam_layers()]
 
 
+class ClipViTB16(nn.Module):
+    """The image tower of OpenAI CLIP ViT-B/16: (N, 3, 224, 224) CLIP-normalised -> (N, 512) embeddings.
+
+    Built by timm (``vit_base_patch16_clip_quickgelu_224``), which defines OpenAI's tower exactly:
+    pre-norm blocks with QuickGELU (the activation OpenAI trained with; timm's plain ``clip`` variant
+    uses GELU), a LayerNorm before the blocks, the class token taken after the final LayerNorm and a
+    bias-free 768 -> 512 projection (timm's ``head``; its bias is held at zero). open_clip defines the
+    same network but brings a text tower and tokenizer we never use; transformers is a far larger
+    dependency. Weights come only from our own checkpoint (``train.import_clip``), never a hub.
+    """
+
+    embed_dim = 512
+    width = 768
+
+    def __init__(self) -> None:
+        super().__init__()
+        import timm
+
+        self.vit = timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, num_classes=512)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit(x)
+
+    def forward_tokens(self, x: torch.Tensor, layers: tuple[int, ...] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Embeddings plus the class token after each block in ``layers`` (1-based), for cached features."""
+        v = self.vit
+        h = v.norm_pre(v._pos_embed(v.patch_embed(x)))
+        cls = []
+        for i, blk in enumerate(v.blocks, start=1):
+            h = blk(h)
+            if i in layers:
+                cls.append(h[:, 0])
+        return v.head(v.norm(h)[:, 0]), cls
+
+    def cam_layers(self) -> list[nn.Module]:
+        # The last block's first LayerNorm: its output still has one token per 16x16 patch (14x14 grid).
+        return [self.vit.blocks[-1].norm1]
+
+    @staticmethod
+    def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + 196, C) tokens -> (N, C, 14, 14) maps for pytorch-grad-cam (class token dropped)."""
+        n, t, c = tokens.shape
+        side = int(round((t - 1) ** 0.5))
+        return tokens[:, 1:].reshape(n, side, side, c).permute(0, 3, 1, 2)
+
+
+class WildHead(nn.Module):
+    """The wild track's classifier on CLIP features: one logit, sigmoid = P(fake).
+
+    ``kind="linear"``: a linear probe on the L2-normalised 512-d embedding (UnivFD, Ojha et al. 2023).
+    ``kind="mlp"``: LayerNorm -> Linear -> GELU -> Dropout -> Linear on the concatenation of the
+    normalised embedding and the class tokens of the blocks in ``layers`` (earlier blocks keep more of
+    the low-level texture that generators get wrong; Koutlis & Papadopoulos 2024).
+    """
+
+    def __init__(self, kind: str = "linear", layers: tuple[int, ...] = (), hidden: int = 256, dropout: float = 0.2) -> None:
+        super().__init__()
+        if kind not in ("linear", "mlp"):
+            raise ValueError(f"unknown head kind {kind!r}; valid: linear, mlp")
+        self.kind, self.layers = kind, tuple(int(i) for i in layers)
+        dim = ClipViTB16.embed_dim + ClipViTB16.width * len(self.layers)
+        if kind == "linear":
+            self.net = nn.Linear(dim, 1)
+        else:
+            self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, 1))
+
+    def features(self, embed: torch.Tensor, cls: list[torch.Tensor]) -> torch.Tensor:
+        parts = [nn.functional.normalize(embed, dim=-1)]
+        parts += [nn.functional.layer_norm(c, c.shape[-1:]) for c in cls]
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.net(feats).squeeze(-1)
+
+
+class WildDetector(nn.Module):
+    """CLIP ViT-B/16 (frozen) + :class:`WildHead`: (N, 3, 224, 224) CLIP-normalised -> (N,) logits."""
+
+    def __init__(self, head: dict | None = None) -> None:
+        super().__init__()
+        self.backbone = ClipViTB16()
+        self.head = WildHead(**(head or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embed, cls = self.backbone.forward_tokens(x, self.head.layers)
+        return self.head(self.head.features(embed, cls))
+
+    def cam_layers(self) -> list[nn.Module]:
+        return self.backbone.cam_layers()
+
+    reshape_transform = staticmethod(ClipViTB16.reshape_transform)
+
+
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "clip_vit_b16": ClipViTB16,
+    "wild": WildDetector,
     "cnn": CifakeCNN,
     "resnet50": ResNet50,
     "fakespot": FakeSpotNet,

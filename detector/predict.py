@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -13,27 +14,59 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, resolve
 from .engine import predict_logits, sigmoid
-from .preprocess import CLASSES, ImageError, ImageSource, load_image, to_batch
+from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_batch
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = Path(os.environ.get("DETECTOR_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
-DEFAULT_MODEL = "fakespot"
+AUTO = "auto"  # pick the track by the input (see choose_track)
+DEFAULT_MODEL = AUTO
+CIFAKE_MODEL = "fakespot"  # the CIFAKE track's default: 32x32 images
+WILD_MODEL = "wild"  # the wild track's default: photos and renders at their own size
+CIFAKE_MAX_SIDE = 64  # images at most this large on their longest side go to the CIFAKE track
 HUB_REPO_ENV = "DETECTOR_HUB_REPO"  # e.g. "our-org/fakespot-cifake": fetch checkpoints from the Hugging Face Hub
 
 
 def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
-    """Names of the checkpoints in ``directory`` (default first)."""
-    names = sorted(p.stem for p in Path(directory).glob("*.json") if p.with_suffix(".safetensors").exists())
-    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+    """Names of the detectors in ``directory``, the track defaults first (backbones are not detectors)."""
+    names = [p.stem for p in sorted(Path(directory).glob("*.json"))
+             if p.with_suffix(".safetensors").exists() and not is_backbone(p)]
+    return sorted(names, key=lambda n: (n not in (WILD_MODEL, CIFAKE_MODEL), n != WILD_MODEL, n))
+
+
+def is_backbone(record_path: str | os.PathLike) -> bool:
+    """Whether a record describes a backbone (features for a head, no P(fake) of its own)."""
+    try:
+        return json.loads(Path(record_path).read_text(encoding="utf-8")).get("kind") == "backbone"
+    except (OSError, ValueError):
+        return False  # a damaged record is listed; loading it gives the reason
+
+
+def choose_track(size: tuple[int, int]) -> tuple[str, str]:
+    """The default model for an image of ``size`` (width, height), and why, in words a user can read.
+
+    The CIFAKE models only know 32x32 thumbnails and are at chance on full-size images; the wild model
+    needs more pixels than a thumbnail holds. So tiny images go to the CIFAKE track, the rest to the wild one.
+    """
+    w, h = size
+    if max(w, h) <= CIFAKE_MAX_SIDE:
+        return CIFAKE_MODEL, (f"{w}x{h} is CIFAKE-sized (at most {CIFAKE_MAX_SIDE} px a side), so the CIFAKE track "
+                              f"(`{CIFAKE_MODEL}`, trained on 32x32 images) judged it")
+    return WILD_MODEL, (f"{w}x{h} is larger than a CIFAKE thumbnail, so the wild track (`{WILD_MODEL}`, CLIP ViT-B/16 "
+                        "trained on real-world photographs and AI images) judged it")
 
 
 def fetch_from_hub(name: str, repo_id: str, revision: str | None = None) -> Path:
-    """Download ``NAME.json`` and ``NAME.safetensors`` from a Hub model repository; returns the local stem."""
+    """Download ``NAME.json`` and ``NAME.safetensors`` (and the backbone checkpoint a head names) from a Hub
+    model repository; returns the local stem."""
     from huggingface_hub import hf_hub_download
 
     record = hf_hub_download(repo_id, f"{name}.json", revision=revision)
     hf_hub_download(repo_id, f"{name}.safetensors", revision=revision)
+    backbone = json.loads(Path(record).read_text(encoding="utf-8")).get("backbone")
+    if backbone:  # a head names the backbone checkpoint it was trained on: fetched beside it
+        for suffix in (".json", ".safetensors"):
+            hf_hub_download(repo_id, backbone["name"] + suffix, revision=revision)
     return Path(record).with_suffix("")
 
 
@@ -43,7 +76,7 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, notes: list[str
     A failed Hub download falls back to the local checkpoint; the reason is logged and, when ``notes``
     is given, appended to it (the app shows it).
     """
-    name = str(name_or_path or DEFAULT_MODEL)
+    name = str(name_or_path or CIFAKE_MODEL)
     wpath, rpath = resolve(name)
     if rpath.exists() or wpath.exists() or os.sep in name or name.endswith((".json", ".safetensors")):
         return rpath.with_suffix("")
@@ -119,9 +152,68 @@ def _as_list(images) -> list:
     return [images] if _is_single(images) else list(images)
 
 
+class AutoPredictor:
+    """Two tracks behind one ``predict``: each image goes to the model :func:`choose_track` picks.
+
+    Models load on first use. ``judge`` returns, per image, P(fake) with the model that judged it and why.
+    """
+
+    name = AUTO
+
+    def __init__(self, device: str | torch.device = "cpu", notes: list[str] | None = None,
+                 loaded: dict[str, "Predictor"] | None = None) -> None:
+        self.device, self.notes = device, notes
+        self.predictors: dict[str, Predictor] = dict(loaded or {})
+
+    def model(self, name: str) -> "Predictor":
+        if name not in self.predictors:
+            self.predictors[name] = load(name, self.device, self.notes)
+        return self.predictors[name]
+
+    def route(self, src: ImageSource) -> tuple[str, str]:
+        return choose_track(image_size(src))
+
+    def judge(self, images: ImageSource | Sequence[ImageSource]) -> dict | list[dict]:
+        """``{"p_fake", "label", "model", "reason"}`` per image (one dict for one image)."""
+        out = []
+        for src in _as_list(images):
+            name, reason = self.route(src)
+            pred = self.model(name)
+            p = pred.predict(src)
+            out.append({"p_fake": p, "label": pred.label(p), "model": pred.name, "reason": reason})
+        return out[0] if _is_single(images) else out
+
+    def predict(self, images: ImageSource | Sequence[ImageSource]) -> float | np.ndarray:
+        j = self.judge(images)
+        return j["p_fake"] if isinstance(j, dict) else np.array([x["p_fake"] for x in j])
+
+
+def pick(predictor: "Predictor | AutoPredictor", src: ImageSource) -> tuple["Predictor", str]:
+    """The model that judges ``src`` and why: the track's default under ``auto``, else the one chosen."""
+    if isinstance(predictor, AutoPredictor):
+        name, reason = predictor.route(src)
+        return predictor.model(name), reason
+    return predictor, f"`{predictor.name}` was chosen by hand"
+
+
+def image_size(src: ImageSource) -> tuple[int, int]:
+    """(width, height) as the user sees it (EXIF rotation applied), from the header alone."""
+    if isinstance(src, np.ndarray):
+        a = src if src.ndim != 3 or src.shape[-1] in (1, 3, 4) else np.moveaxis(src, 0, -1)
+        return int(a.shape[1]), int(a.shape[0])
+    img = open_image(src)
+    w, h = img.size
+    if hasattr(src, "seek"):
+        src.seek(0)
+    return (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+
+
 def load(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         notes: list[str] | None = None) -> Predictor:
-    """Load a shipped model by name (``cnn``, ``resnet50``, ``fakespot``) or a checkpoint path."""
+         notes: list[str] | None = None) -> "Predictor | AutoPredictor":
+    """Load a model by name (``wild``, ``fakespot``, ``cnn``, ``resnet50``) or checkpoint path; with no name
+    (or ``auto``), a predictor that picks the track per image (:func:`choose_track`)."""
+    if name_or_path is None or str(name_or_path) == AUTO:
+        return AutoPredictor(device, notes)
     stem = resolve_model(name_or_path, notes)
     model, record = load_checkpoint(stem, map_location=str(device))
     return Predictor(model, record, device, name=Path(stem).name)

@@ -48,22 +48,40 @@ def client(server):
 # --- backend, called directly ---------------------------------------------------------------------
 
 def test_every_shipped_model_is_offered():
-    assert app.MODEL_NAMES[0] == "fakespot" and set(app.MODEL_NAMES) >= {"cnn", "resnet50", "fakespot"}
+    assert app.MODEL_NAMES[:2] == ["wild", "fakespot"] and set(app.MODEL_NAMES) >= {"cnn", "resnet50"}
+    assert app.CHOICES[0] == app.DEFAULT == "auto" and "clip_vit_b16" not in app.CHOICES  # a backbone is no detector
     assert app.NOTES == []  # nothing went wrong while loading
 
 
 def test_analyse_ui_fills_every_output():
     out = app.analyse_ui(str(FAKE_EXAMPLE), "cnn", "GradCAM++")
-    assert len(out) == 14 and all(o is not None for o in out)
+    assert len(out) == 17 and all(o is not None for o in out)
     verdict, probs, *_, summary = out
     assert "P(fake)" in verdict and probs["fake"] == pytest.approx(summary["p_fake"], abs=1e-6)
-    assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++"
-    stats_rows = out[9]
+    assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++" and "by hand" in summary["reason"]
+    stats_rows = out[12]
     assert [r[0] for r in stats_rows] == [v[0] for v in app.STATS.values()]
 
 
+@pytest.mark.parametrize("example,model", [("fake_cat.jpg", "fakespot"), ("wild_real_iphone6.jpg", "wild"),
+                                           ("photo_grace_hopper.jpg", "wild")])
+def test_auto_picks_the_track_by_size_and_says_why(example, model):
+    out = app.analyse_ui(str(EXAMPLES / example), "auto", "GradCAM")
+    verdict, summary = out[0], out[-1]
+    assert summary["model"] == model and "judged it" in summary["reason"] and "Why this model" in verdict
+    if example == "wild_real_iphone6.jpg":  # 1600x1200: large enough for the tile map
+        assert 1 <= len(summary["tiles"]) <= 4 and out[8].value is not None
+        assert all(0 <= t["p_fake"] <= 1 for t in summary["tiles"])
+
+
+def test_wild_model_tells_the_wild_examples_apart():
+    p = {e: app.predict_api(str(EXAMPLES / e))["p_fake"] for e in
+         ("wild_real_iphone6.jpg", "wild_fake_recraft_v3.jpg", "wild_fake_flux.jpg")}
+    assert p["wild_real_iphone6.jpg"] < min(p["wild_fake_recraft_v3.jpg"], p["wild_fake_flux.jpg"]), p
+
+
 def test_analyse_ui_clear_returns_empty_outputs():
-    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 14
+    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 17
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
@@ -113,6 +131,7 @@ def test_api_predict(client):
     out = client.predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
     assert isinstance(out["p_fake"], float) and out["label"] in ("real", "fake")
     assert out["p_fake"] == pytest.approx(app.predict_api(str(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
+    assert out["model"] == "fakespot" and "CIFAKE" in out["reason"]  # auto: a 32x32 image goes to the CIFAKE track
     cnn = client.predict(handle_file(str(FAKE_EXAMPLE)), "cnn", api_name="/predict")
     assert cnn["model"] == "cnn"
 
@@ -221,7 +240,8 @@ def test_app_starts_and_explains_itself_when_checkpoints_are_missing_or_damaged(
             pytest.fail("the app did not start")
         assert "Model `fakespot` could not be loaded" in config and "fakespot.safetensors" in config
         assert "Model `resnet50` could not be loaded" in config
-        assert "The default model `fakespot` is missing; `cnn` is used instead" in config
+        assert "The track default `fakespot` is missing; images it would judge go to `cnn` instead" in config
+        assert "Model `wild` could not be loaded" in config  # no wild checkpoint in this folder at all
         out = Client(url, verbose=False).predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
         assert out["model"] == "cnn" and 0 <= out["p_fake"] <= 1
     finally:

@@ -65,7 +65,7 @@ def test_predict_table_output_and_same_numbers_as_the_api(tiny_checkpoint, input
     r = run_cli("predict", folder / "a.png", "--model", tiny_checkpoint)
     assert r.returncode == 0, r.stderr
     header, line = r.stdout.strip().splitlines()
-    assert header.split()[:3] == ["p_fake", "label", "path"]
+    assert header.split()[:4] == ["p_fake", "label", "model", "path"]
     p = float(line.split()[0])
     assert p == pytest.approx(load(tiny_checkpoint).predict(folder / "a.png"), abs=1e-4)
 

@@ -231,9 +231,25 @@ def test_batch_rows_go_on_past_bad_files(tmp_path):
 def test_shipped_default_model_explains_each_example():
     from pathlib import Path
 
+    from detector.predict import choose_track, image_size
+
     examples = sorted((Path(__file__).resolve().parent.parent / "assets" / "examples").glob("*.jpg"))
-    pred = detector.load()
-    ex = Explainer(pred)
+    auto = detector.load()  # routes each image to its track's default model
+    explainers = {}
     for path in examples:
-        a = analyse(pred, str(path), ex, "GradCAM")
+        name, reason = choose_track(image_size(str(path)))
+        pred = auto.model(name)
+        ex = explainers.setdefault(name, Explainer(pred))
+        a = analyse(pred, str(path), ex, "GradCAM", reason=reason)
+        assert a.model == name and a.reason == reason
         assert a.heatmaps[a.label].std() > 0.01, path.name  # the predicted class's map is never blank
+        assert a.heatmaps[a.label].shape == (pred.input_size, pred.input_size)
+
+
+@pytest.mark.parametrize("method", ["GradCAM", "EigenCAM"])
+def test_analysis_verdict_from_the_explanation_pass_equals_a_plain_prediction(method):
+    pred = _predictor("cnn")
+    img = _image(3)
+    a = analyse(pred, img, Explainer(pred), method)
+    assert a.p_fake == pytest.approx(float(pred.predict_arrays(img[None])[0]), abs=1e-5)
+    assert a.p_fake == pytest.approx(analyse(pred, img, None).p_fake, abs=1e-5)

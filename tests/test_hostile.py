@@ -140,6 +140,8 @@ FILES: dict[str, tuple[str, bytes | None, str]] = {
         Image.linear_gradient("L").resize((8000, 6000)).convert("RGB"), "JPEG", quality=80), OK),
     "1x1 pixel": ("one_pixel.png", _save(Image.new("RGB", (1, 1), "red"), "PNG"), OK),
     "1x2000 sliver": ("sliver.png", _save(Image.new("RGB", (1, 2000), "blue"), "PNG"), OK),
+    "20000x3 strip": ("strip.png", _save(Image.new("RGB", (20000, 3), "green"), "PNG"), OK),
+    "300x9000 tall panorama": ("tall.jpg", lambda: _save(_photo().resize((300, 9000)), "JPEG"), OK),
     "animated GIF": ("animated.gif", animated_gif(), OK),
     "16-bit PNG": ("sixteen_bit.png", sixteen_bit_png(), OK),
     "CMYK JPEG": ("cmyk.jpg", _save(_photo().convert("CMYK"), "JPEG"), OK),
@@ -241,13 +243,14 @@ def test_random_bytes_never_crash_the_loader(data):
 
 # --- the command line -----------------------------------------------------------------------------------
 
-def test_cli_predicts_the_valid_files_and_reports_each_bad_one_on_one_line(hostile, tmp_path):
+@pytest.mark.parametrize("model", ["cnn", "wild"])
+def test_cli_predicts_the_valid_files_and_reports_each_bad_one_on_one_line(hostile, tmp_path, model):
     from detector.data import printable
 
     files = single_files(hostile)
     zips = [hostile / name for name, _, _ in ZIPS.values()]
     r = subprocess.run([sys.executable, "-m", "detector", "predict", *[p for _, p, _ in files], *zips,
-                        "--model", "cnn", "--json"], cwd=tmp_path, capture_output=True, timeout=300,
+                        "--model", model, "--json"], cwd=tmp_path, capture_output=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     out, err = r.stdout.decode("utf-8"), r.stderr.decode("utf-8")  # both must be valid UTF-8
     assert r.returncode == 1, err  # 1: some inputs could not be read
@@ -262,6 +265,7 @@ def test_cli_predicts_the_valid_files_and_reports_each_bad_one_on_one_line(hosti
         if expect == OK:
             assert shown in predicted, kind
             assert 0 <= predicted[shown]["p_fake"] <= 1 and predicted[shown]["label"] in ("real", "fake")
+            assert predicted[shown]["model"] == model
         else:
             assert reported(shown, expect), (kind, err)
     for kind, (name, _, members) in ZIPS.items():
@@ -281,8 +285,9 @@ def test_cli_predicts_the_valid_files_and_reports_each_bad_one_on_one_line(hosti
 
 # --- the app ------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("model", ["cnn", "wild"])
 @pytest.mark.parametrize("kind", [k for k, v in FILES.items() if v[1] is not None] + ["file name that is not UTF-8"])
-def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind):
+def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, model):
     import gradio as gr
 
     import app
@@ -290,11 +295,11 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind):
     _, path, expect = next(k for k in single_files(hostile) if k[0] == kind)
     upload = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
     if expect == OK:
-        out = app.predict_api(upload, "cnn")
-        assert 0 <= out["p_fake"] <= 1
-        assert len(app.analyse_ui(upload, "cnn", "GradCAM")) == 14
+        out = app.predict_api(upload, model)
+        assert 0 <= out["p_fake"] <= 1 and out["model"] == model
+        assert len(app.analyse_ui(upload, model, "GradCAM")) == 17
     else:
-        for call in (lambda: app.predict_api(upload, "cnn"), lambda: app.analyse_ui(upload, "cnn", "GradCAM")):
+        for call in (lambda: app.predict_api(upload, model), lambda: app.analyse_ui(upload, model, "GradCAM")):
             with pytest.raises(gr.Error) as e:
                 call()
             assert expect.lower() in e.value.message.lower() and path.name in e.value.message

@@ -4,7 +4,10 @@ import torch
 from detector.models import count_parameters, create_model, list_models
 
 SMALL = {"fakespot": {}, "cnn": {}, "resnet50": {},
-         "ensemble": {"members": [{"arch": "cnn"}, {"arch": "fakespot", "kwargs": {"widths": [8, 16], "blocks": [1, 1]}}]}}
+         "ensemble": {"members": [{"arch": "cnn"}, {"arch": "fakespot", "kwargs": {"widths": [8, 16], "blocks": [1, 1]}}]},
+         "wild": {"head": {"kind": "mlp", "layers": [6, 12]}}}
+SIZE = {"wild": 224}  # the wild track's CLIP ViT-B/16 input; the CIFAKE models take 32x32
+DETECTORS = [n for n in list_models() if n != "clip_vit_b16"]  # clip_vit_b16 is a backbone (embeddings)
 
 
 def test_cnn_is_the_published_baseline():
@@ -12,15 +15,15 @@ def test_cnn_is_the_published_baseline():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: cnn, ensemble, fakespot, resnet50"):
+    with pytest.raises(ValueError, match="valid names: clip_vit_b16, cnn, ensemble, fakespot, resnet50, wild"):
         create_model("vgg")
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", DETECTORS)
 def test_forward_backward_shapes_no_nans_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = create_model(name, **SMALL[name]).train()
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, SIZE.get(name, 32), SIZE.get(name, 32))
     y = model(x)
     assert y.shape == (4,)
     assert torch.isfinite(y).all()
@@ -30,15 +33,16 @@ def test_forward_backward_shapes_no_nans_every_parameter_gets_a_gradient(name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_cam_layers_are_spatial_at_32x32(name):
+@pytest.mark.parametrize("name", DETECTORS)
+def test_cam_layers_are_spatial_at_the_input_size(name):
     model = create_model(name, **SMALL[name]).eval()
     layers = model.cam_layers()
     assert layers and all(isinstance(m, torch.nn.Module) for m in layers)
     shapes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(o.shape)) for m in layers]
+    reshape = getattr(model, "reshape_transform", None) or (lambda t: t)  # ViT tokens -> maps, as the Explainer does
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(reshape(o).shape)) for m in layers]
     with torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
+        model(torch.randn(1, 3, SIZE.get(name, 32), SIZE.get(name, 32)))
     for h in hooks:
         h.remove()
     assert shapes and all(s[-1] >= 2 and s[-2] >= 2 for s in shapes), shapes
@@ -53,3 +57,26 @@ def test_ensemble_is_the_mean_of_its_members_logits():
         assert torch.allclose(ens(x), expected)
     with pytest.raises(ValueError, match="at least one member"):
         create_model("ensemble", members=[])
+
+
+def test_clip_backbone_gives_512_d_embeddings_and_14x14_token_maps():
+    torch.manual_seed(0)
+    vit = create_model("clip_vit_b16").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        e, cls = vit.forward_tokens(x, (3, 12))
+        assert torch.allclose(e, vit(x), atol=1e-5)  # forward_tokens is the same network as forward
+    assert e.shape == (2, 512) and [c.shape for c in cls] == [(2, 768), (2, 768)]
+    tokens = torch.randn(2, 197, 768)
+    assert vit.reshape_transform(tokens).shape == (2, 768, 14, 14)
+
+
+def test_wild_head_rejects_unknown_kinds_and_sizes_its_input_from_the_layers():
+    from detector.models import WildHead
+
+    with pytest.raises(ValueError, match="valid: linear, mlp"):
+        WildHead(kind="svm")
+    head = WildHead(kind="linear", layers=(4, 8))
+    feats = head.features(torch.randn(3, 512), [torch.randn(3, 768), torch.randn(3, 768)])
+    assert feats.shape == (3, 512 + 2 * 768) and head(feats).shape == (3,)
+    assert torch.allclose(feats[:, :512].norm(dim=1), torch.ones(3), atol=1e-5)  # the embedding is L2-normalised

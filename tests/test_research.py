@@ -70,7 +70,7 @@ def test_report_rebuilds_results_md_from_saved_results(tmp_path):
 
     text = report.main(argparse.Namespace(out=str(tmp_path / "RESULTS.md")))
     assert (tmp_path / "RESULTS.md").read_text() == text
-    assert "## Shipped models on the CIFAKE test split" in text and "`fakespot`" in text
+    assert "## Shipped CIFAKE models on the CIFAKE test split" in text and "`fakespot`" in text
     for name in report.STUDIES:
         assert f"\n## {report.TITLES[name]}\n" in text or f"- {name}: not yet run" in text
 

@@ -11,13 +11,13 @@ from detector.predict import CHECKPOINT_DIR, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "assets" / "examples").glob("*.jpg") if p.name.startswith(("real_", "fake_")))
-SHIPPED = ["cnn", "resnet50", "fakespot"]
+SHIPPED = ["cnn", "resnet50", "fakespot"]  # the CIFAKE track; the wild track is tested in test_wild.py
 
 
-def test_every_model_is_shipped_and_the_default_comes_first():
+def test_every_model_is_shipped_and_the_track_defaults_come_first():
     names = detector.shipped_models()
-    assert sorted(names) == sorted(SHIPPED)
-    assert names[0] == DEFAULT_MODEL == "fakespot"
+    assert sorted(names) == sorted(SHIPPED + ["wild"])
+    assert names[:2] == ["wild", "fakespot"] and DEFAULT_MODEL == "auto"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -33,7 +33,7 @@ def test_shipped_checkpoint_loads_and_predicts(name):
 
 
 def test_default_model_tells_the_examples_apart_on_average():
-    p = detector.load().predict(EXAMPLES)
+    p = detector.load().predict(EXAMPLES)  # auto: the CIFAKE examples are 32x32, so the CIFAKE track judges
     fake = np.array(["fake_" in e.name for e in EXAMPLES])
     assert p[fake].mean() > p[~fake].mean()
 
@@ -47,10 +47,11 @@ def test_hub_download_failure_falls_back_to_local_and_says_so(monkeypatch):
     assert "nobody/no-such-repo" in notes[0] and "using the local checkpoint" in notes[0]
 
 
-def test_hub_download_is_used_when_it_works(monkeypatch, tmp_path):
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A Hub repository served from checkpoints/ into one folder, as the Hub's cache keeps one per repository;
+    returns the (repo_id, filename) calls."""
     import shutil
-
-    from detector import predict
 
     calls = []
 
@@ -62,6 +63,20 @@ def test_hub_download_is_used_when_it_works(monkeypatch, tmp_path):
 
     monkeypatch.setenv("DETECTOR_HUB_REPO", "org/fakespot")
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    return calls
+
+
+def test_hub_download_is_used_when_it_works(fake_hub, tmp_path):
+    from detector import predict
+
     assert predict.resolve_model("cnn") == tmp_path / "cnn"
-    assert calls == [("org/fakespot", "cnn.json"), ("org/fakespot", "cnn.safetensors")]
+    assert fake_hub == [("org/fakespot", "cnn.json"), ("org/fakespot", "cnn.safetensors")]
     assert detector.load(tmp_path / "cnn").predict(EXAMPLES[0]) == detector.load("cnn").predict(EXAMPLES[0])
+
+
+def test_hub_download_brings_the_backbone_a_head_names(fake_hub, tmp_path):
+    from detector import predict
+
+    assert predict.resolve_model("wild") == tmp_path / "wild"
+    assert [f for _, f in fake_hub] == ["wild.json", "wild.safetensors", "clip_vit_b16.json", "clip_vit_b16.safetensors"]
+    assert detector.load(tmp_path / "wild").predict(EXAMPLES[0]) == detector.load("wild").predict(EXAMPLES[0])

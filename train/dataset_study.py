@@ -32,7 +32,7 @@ from tqdm import tqdm
 from detector.data import load_image_set
 from detector.explain import object_mask
 from detector.models import Ensemble
-from detector.predict import DEFAULT_MODEL, load
+from detector.predict import CIFAKE_MODEL, load
 from detector.preprocess import normalize, to_batch
 from detector.stats import laplacian_var
 from train.results import FIGURES, save_result
@@ -82,7 +82,7 @@ def _summary(values: np.ndarray, labels: np.ndarray) -> dict:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Dataset study: t-SNE, histograms, background defect")
     p.add_argument("--test", nargs="+", required=True)
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", default=CIFAKE_MODEL)
     p.add_argument("--n", type=int, default=2000, help="class-balanced sample for t-SNE and the object masks")
     p.add_argument("--seed", type=int, default=0)
     return p

@@ -1,6 +1,7 @@
 """Explanation faithfulness (ROAD) for every CAM method the app offers, and where the maps look.
 
     python -m train.faithfulness --test cifake_test.zip [--model fakespot] [--n 1000]
+    python -m train.faithfulness --wild --model wild --n 60 --methods GradCAM GradCAM++ LayerCAM EigenCAM
 
 ROAD (Rong et al., 2022; pytorch-grad-cam's implementation): the pixels a map ranks most relevant
 (MoRF) or least relevant (LeRF) are removed, 20/40/60/80% of them, and filled in by noisy linear
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from detector.data import load_image_set
 from detector.explain import CAM_METHODS, FLOOR_METHOD, Explainer, background_share, object_mask
-from detector.predict import DEFAULT_MODEL, load
+from detector.predict import CIFAKE_MODEL, load
 from train.results import FIGURES, save_result
 
 PERCENTILES = [20, 40, 60, 80]
@@ -38,13 +39,25 @@ PERCENTILES = [20, 40, 60, 80]
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="ROAD faithfulness of the CAM methods and the background share")
-    p.add_argument("--test", nargs="+", required=True)
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--test", nargs="+", help="CIFAKE test data (folder or zip)")
+    p.add_argument("--wild", action="store_true", help="use the wild track's test split (224 px model inputs) instead")
+    p.add_argument("--model", default=CIFAKE_MODEL)
     p.add_argument("--n", type=int, default=1000, help="seeded, class-balanced test sample")
     p.add_argument("--methods", nargs="*", default=None, help="default: every method the app offers")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def wild_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, class-balanced sample of the wild test split as 224 px model inputs (as uploaded)."""
+    from detector.data import balanced_sample
+    from detector.wild import read_manifest, view
+
+    items = [it for it in read_manifest() if it.split == "test"]
+    labels = np.array([it.label for it in items])
+    idx = balanced_sample(labels, n, seed)
+    return np.stack([view(items[i].file, "clean") for i in idx]), labels[idx]
 
 
 def road_scores(explainer: Explainer, images: np.ndarray, labels: np.ndarray, maps: np.ndarray,
@@ -84,14 +97,20 @@ def plot(result: dict, path) -> None:
 def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
-    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
-    images, truth = sample.images, sample.labels
+    if args.wild:
+        images, truth = wild_sample(args.n, args.seed)
+    elif args.test:
+        sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+        images, truth = sample.images, sample.labels
+    else:
+        raise SystemExit("give --test CIFAKE_TEST or --wild")
     pred = load(args.model)
     explainer = Explainer(pred)
     p = pred.predict_arrays(images)
     predicted = (p >= pred.threshold).astype(np.int64)
     methods = args.methods or list(CAM_METHODS)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "percentiles": PERCENTILES,
+    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(images),
+              "data": "wild test split" if args.wild else "CIFAKE test", "percentiles": PERCENTILES,
               "accuracy_on_sample": float((predicted == truth).mean()), "methods": {}}
     all_maps = {}
     for name in tqdm(methods + list(FLOOR_METHOD), desc="methods"):
@@ -119,8 +138,9 @@ def main(args: argparse.Namespace) -> dict:
                    "background_area_mean": float(area[sel].mean()),
                    "share_above_area": float((share[sel] > area[sel]).mean())}
     result["background"] = {"method": "GradCAM" if "GradCAM" in all_maps else methods[0], **bg}
-    plot(result, FIGURES / "faithfulness.png")
-    path = save_result("faithfulness", result, t0)
+    name = "faithfulness_wild" if args.wild else "faithfulness"
+    plot(result, FIGURES / f"{name}.png")
+    path = save_result(name, result, t0)
     print(json.dumps({"background": result["background"], "result": str(path)}, indent=1))
     return result
 

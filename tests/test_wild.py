@@ -1,0 +1,185 @@
+"""The wild track: its data manifest, int8 and backbone-referencing checkpoints, routing, views and tiles."""
+
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import detector
+from detector.calibration import choose_threshold_guarded
+from detector.checkpoint import INT8_SCALE, CheckpointError, load_checkpoint, new_record, read_record, save_checkpoint
+from detector.explain import tile_boxes, tile_map
+from detector.models import ClipViTB16, WildDetector
+from detector.predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, choose_track
+from detector.wild import MANIFEST, SOURCES, augmented, format_controlled, read_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESERVED = ROOT.parent / "shared" / "data" / "reserved_sha256.txt"
+
+
+def manifest_rows() -> list[dict]:
+    with open(MANIFEST, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_manifest_sources_are_split_disjoint_and_cover_both_classes():
+    sources = json.loads(SOURCES.read_text())
+    split = {s["name"]: s["split"] for s in sources}
+    assert len(split) == len(sources), "a source name is used twice"
+    assert len({s["repo"] for s in sources}) == len(sources), "one repository in two sources (and maybe two splits)"
+    rows = manifest_rows()
+    assert {r["source"] for r in rows} <= set(split)
+    by_split = Counter((split[r["source"]], r["label"]) for r in rows)
+    for s in ("train", "val", "test"):
+        assert by_split[(s, "real")] > 0 and by_split[(s, "fake")] > 0, f"{s} lacks a class: {by_split}"
+    labels = Counter(r["label"] for r in rows)
+    assert labels["real"] >= 3000 and labels["fake"] >= 3000, labels
+    assert len({r["sha256"] for r in rows}) == len(rows), "duplicate files in the manifest"
+    for r in rows:
+        assert len(r["sha256"]) == 64 and r["repo"] and len(r["commit"]) == 40 and r["licence"] and r["blob"]
+
+
+@pytest.mark.skipif(not RESERVED.exists(), reason="the reserved-image list lives beside the checkout (shared/data)")
+def test_no_manifest_image_is_a_reserved_one():
+    reserved = {line.split()[0].lower() for line in RESERVED.read_text().splitlines() if line.strip()}
+    assert reserved, "empty reserved list"
+    hits = [r["path"] for r in manifest_rows() if r["sha256"] in reserved]
+    assert not hits, hits[:5]
+
+
+def test_read_manifest_joins_the_split_and_marks_fakes():
+    items = read_manifest()
+    assert items and all(it.split in ("train", "val", "test") for it in items)
+    assert {it.label for it in items} == {0, 1}
+    assert all(it.generator == "real" for it in items if it.label == 0)
+
+
+def _random_int8_state(model: torch.nn.Module) -> dict:
+    """Weights of ``model`` stored as int8 rows with scales, the way train.import_clip stores CLIP's."""
+    state = {}
+    for k, v in model.state_dict().items():
+        if v.dim() == 2 and k.endswith(".weight"):
+            scale = v.abs().amax(1) / 127
+            state[k] = torch.round(v / scale[:, None]).to(torch.int8)
+            state[k + INT8_SCALE] = scale
+        else:
+            state[k] = v.clone()
+    return state
+
+
+def test_int8_backbone_and_a_head_that_references_it_load_as_one_model(tmp_path):
+    torch.manual_seed(0)
+    backbone = ClipViTB16().eval()
+    state = _random_int8_state(backbone)
+    brec = save_checkpoint(tmp_path / "clip_vit_b16", None, new_record("clip_vit_b16", kind="backbone"), state=state,
+                           storage="int8")
+    loaded, _ = load_checkpoint(tmp_path / "clip_vit_b16")
+    w = loaded.state_dict()["vit.blocks.0.attn.qkv.weight"]
+    expected = state["vit.blocks.0.attn.qkv.weight"].float() * state["vit.blocks.0.attn.qkv.weight" + INT8_SCALE][:, None]
+    assert w.dtype == torch.float32 and torch.equal(w, expected)
+
+    wild = WildDetector({"kind": "linear", "layers": [12]})
+    head = {f"head.{k}": v for k, v in wild.head.state_dict().items()}
+    rec = new_record("wild", {"head": {"kind": "linear", "layers": [12]}}, input_size=224,
+                     backbone={"name": "clip_vit_b16", "weights_sha256": brec["weights_sha256"]})
+    save_checkpoint(tmp_path / "wild", None, rec, state=head)
+    assert (tmp_path / "wild.safetensors").stat().st_size < 100_000  # the head ships without the backbone
+    model, _ = load_checkpoint(tmp_path / "wild")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        e, cls = loaded.forward_tokens(x, (12,))
+        assert torch.allclose(model(x), wild.head(wild.head.features(e, cls)), atol=1e-5)
+
+    rec["backbone"]["weights_sha256"] = "0" * 64  # a head trained on another backbone is refused
+    save_checkpoint(tmp_path / "wild", None, rec, state=head)
+    with pytest.raises(CheckpointError, match="trained on backbone"):
+        load_checkpoint(tmp_path / "wild")
+
+
+def test_shipped_backbone_records_its_source_licence_and_verification():
+    rec = read_record(detector.predict.CHECKPOINT_DIR / "clip_vit_b16")
+    prov = rec["provenance"]
+    assert prov["source"]["sha256"] == "3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de"
+    assert prov["source"]["onnx_sha256"] == "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d"
+    assert prov["upstream"]["revision"] == "57c216476eefef5ab752ec549e440a49ae4ae5f3" and "MIT" in prov["licence"]
+    assert rec["verification"]["images"] >= 16 and rec["verification"]["cosine_median"] > 0.95
+    assert "clip_vit_b16" not in detector.shipped_models()  # a backbone is not offered as a detector
+
+
+@pytest.mark.parametrize("size,model", [((32, 32), CIFAKE_MODEL), ((64, 48), CIFAKE_MODEL), ((65, 65), WILD_MODEL),
+                                        ((1125, 1125), WILD_MODEL), ((1, 2000), WILD_MODEL)])
+def test_choose_track_by_size(size, model):
+    name, reason = choose_track(size)
+    assert name == model and f"{size[0]}x{size[1]}" in reason
+
+
+def test_auto_predictor_names_the_model_and_why():
+    class Fixed:  # a stand-in predictor: the routing is under test, not a model
+        def __init__(self, name, p):
+            self.name, self.p = name, p
+
+        def predict(self, src):
+            return self.p
+
+        def label(self, p):
+            return "fake" if p >= 0.5 else "real"
+
+    auto = AutoPredictor(loaded={CIFAKE_MODEL: Fixed(CIFAKE_MODEL, 0.2), WILD_MODEL: Fixed(WILD_MODEL, 0.9)})
+    small, large = np.zeros((32, 32, 3), np.uint8), np.zeros((300, 400, 3), np.uint8)
+    out = auto.judge([small, large])
+    assert [o["model"] for o in out] == [CIFAKE_MODEL, WILD_MODEL] and [o["label"] for o in out] == ["real", "fake"]
+    assert "400x300" in out[1]["reason"] and "CIFAKE" in out[0]["reason"]
+    assert auto.predict(large) == 0.9
+
+
+def test_tile_boxes_stay_inside_and_respect_the_budget():
+    assert tile_boxes(200, 3000, 224, 6) == []  # narrower than one tile: no tile map
+    for w, h, n in ((4000, 3000, 6), (1125, 1125, 4), (448, 2000, 4), (224, 224, 9)):
+        boxes = tile_boxes(w, h, 224, n)
+        assert 1 <= len(boxes) <= n
+        assert all(0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h and x1 - x0 == y1 - y0 == 224 for x0, y0, x1, y1 in boxes)
+    assert len(set(tile_boxes(4000, 3000, 224, 6))) == 6
+
+
+def test_tile_map_scores_native_resolution_crops():
+    class MeanRed:  # P(fake) = the tile's mean red level: shows which pixels each tile saw
+        input_size = 224
+
+        def predict_arrays(self, arrays):
+            return arrays[..., 0].mean(axis=(1, 2)) / 255
+
+    img = np.zeros((448, 896, 3), np.uint8)
+    img[:, 448:, 0] = 255  # right half red
+    tiles = tile_map(MeanRed(), Image.fromarray(img), max_tiles=8)
+    assert len(tiles) == 8
+    for t in tiles:
+        x0 = t["box"][0]
+        assert t["p_fake"] == pytest.approx(1.0 if x0 >= 448 else 0.0)
+
+
+def test_training_view_is_seeded_and_format_controlled_view_is_jpeg_512():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8))
+    a = np.asarray(augmented(img, np.random.default_rng(1)))
+    b = np.asarray(augmented(img, np.random.default_rng(1)))
+    assert np.array_equal(a, b)
+    fc = format_controlled(img)
+    assert fc.size == (512, 512)
+    buf = io.BytesIO()
+    fc.save(buf, "PNG")  # decodable, plain RGB
+    assert fc.mode == "RGB"
+
+
+def test_guarded_threshold_keeps_real_accuracy():
+    y = np.array([0] * 10 + [1] * 10)
+    p = np.r_[np.linspace(0.0, 0.6, 10), np.linspace(0.3, 1.0, 10)]
+    t = choose_threshold_guarded(y, p, min_real_accuracy=1.0)
+    assert (p[y == 0] < t).all()  # every real called real
+    t2 = choose_threshold_guarded(y, p, min_real_accuracy=0.5)
+    assert t2 <= t
