@@ -1,0 +1,94 @@
+"""The rules a push of this repository to a Hugging Face Space must pass, checked offline.
+
+The Hub refuses files over 10 MB and binary files unless Git LFS/Xet stores them; the Space reads its
+settings from the README's front matter. Here weights stay ordinary git blobs (no LFS server), so the
+check is that `.gitattributes` would send every such file to LFS/Xet on the Hub, and that none of them
+is an LFS pointer in this repository (a fresh clone would get the pointer, not the weights).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_MAX_BYTES = 10 * 1024 * 1024  # larger files need LFS/Xet
+HUB_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+
+
+def front_matter() -> dict:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert m, "README.md must start with the Space's YAML front matter between --- lines"
+    return yaml.safe_load(m.group(1))
+
+
+def pinned(requirement: str) -> str:
+    m = re.search(rf"^{re.escape(requirement)}==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M)
+    assert m, f"requirements.txt must pin {requirement}==..."
+    return m.group(1)
+
+
+def test_front_matter_is_a_valid_space_config():
+    fm = front_matter()
+    assert fm["sdk"] == "gradio"
+    assert str(fm["sdk_version"]) == pinned("gradio"), "the Space must run the Gradio the tests ran"
+    assert (ROOT / fm["app_file"]).is_file()
+    assert fm["colorFrom"] in HUB_COLORS and fm["colorTo"] in HUB_COLORS
+    assert 0 < len(fm["short_description"]) <= 60
+    assert fm["license"] == "mit"
+    # quoted in the file: unquoted, YAML would read 3.10 as the number 3.1
+    assert isinstance(fm["python_version"], str), "quote python_version in the front matter"
+    assert re.search(r'^python_version: "\d+\.\d+"$', (ROOT / "README.md").read_text(), re.M)
+
+
+def test_tests_run_on_the_python_the_space_runs():
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert front_matter()["python_version"] == here, (
+        f"the Space runs Python {front_matter()['python_version']}, these tests run on {here}: "
+        "change one so that what is tested is what is deployed")
+
+
+def tracked_files() -> list[Path]:
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [ROOT / p for p in out.decode().split("\0") if p and (ROOT / p).is_file()]
+
+
+def lfs_on_the_hub(files: list[Path]) -> set[Path]:
+    out = subprocess.run(["git", "check-attr", "-z", "filter", "--stdin"], cwd=ROOT, check=True, capture_output=True,
+                         input="\0".join(str(f.relative_to(ROOT)) for f in files).encode() + b"\0" if files else b"").stdout
+    fields = out.decode().split("\0")
+    return {ROOT / fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == "lfs"}
+
+
+def is_binary(path: Path) -> bool:
+    with path.open("rb") as f:
+        return b"\0" in f.read(8000)  # git's own test
+
+
+def test_every_large_or_binary_file_goes_to_lfs_on_the_hub():
+    files = tracked_files()
+    lfs = lfs_on_the_hub(files)
+    big = [str(f.relative_to(ROOT)) for f in files if f.stat().st_size > HUB_MAX_BYTES and f not in lfs]
+    binary = [str(f.relative_to(ROOT)) for f in files if f not in lfs and is_binary(f)]
+    assert not big, f"over 10 MB and not matched by an LFS pattern in .gitattributes: {big}"
+    assert not binary, f"binary files not matched by an LFS pattern in .gitattributes: {binary}"
+    assert any(f.suffix == ".safetensors" for f in lfs), "the weights must be LFS files on the Hub"
+
+
+def test_weights_here_are_real_blobs_not_lfs_pointers():
+    weights = [f for f in tracked_files() if f.suffix == ".safetensors"]
+    assert weights
+    for f in weights:
+        blob = subprocess.run(["git", "show", f"HEAD:{f.relative_to(ROOT)}"], cwd=ROOT, capture_output=True).stdout
+        head = blob[:len(LFS_POINTER)] if blob else f.read_bytes()[:len(LFS_POINTER)]
+        assert head != LFS_POINTER, f"{f.name} is an LFS pointer: this repository has no LFS server"
