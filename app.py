@@ -13,7 +13,6 @@ API (gradio_client): ``/predict`` (image [, model]) -> JSON with p_fake and labe
 from __future__ import annotations
 
 import csv
-import ctypes
 import functools
 import json
 import logging
@@ -24,75 +23,27 @@ import time
 import uuid
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
+from detector import serving
 
-import detector
+serving.disable_analytics()  # before Gradio is imported: no usage reports unless GRADIO_ANALYTICS_ENABLED says so
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+import detector  # noqa: E402
 from detector.analysis import UNCERTAIN_MARGIN, Analysis, analyse, batch_rows, uncertain_band
-from detector.checkpoint import CheckpointError, atomic_write
+from detector.checkpoint import CheckpointError
 from detector.data import count_images
-from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, Explainer, outline, overlay, tile_overlay
+from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, ExplainError, Explainer, outline, overlay, tile_overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
-from detector.predict import (AUTO, CIFAKE_MODEL, HUB_REPO_ENV, WILD_MODEL, choose_track, image_size, is_backbone,
-                              shipped_models)
+from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,
+                              checkpoint_dir, choose_track, hub_settings, image_size, is_backbone, shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.stats import STATS, Reference, log_spectrum
 
 log = logging.getLogger("app")
 
 
-def cap_malloc_arenas(n: int = 2) -> bool:
-    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX=n would) before Gradio starts its worker threads.
-
-    glibc gives each new thread its own arena, and memory freed in one is not reused by another, so a
-    server whose requests hop between many threads grows without leaking. Measured with
-    ``python -m train.load_test``: +220 MB over 1,000 explanations uncapped, +36 MB capped at 2.
-    A no-op off glibc, or where the environment already sets MALLOC_ARENA_MAX.
-    """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-8, n))  # -8 = M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
-
-
-def atomic_image_cache_writes() -> bool:
-    """Make Gradio write the images it returns atomically, so a concurrent download never sees half a file.
-
-    Gradio 6 saves each returned image under a folder named by the hash of its bytes with
-    ``Path.write_bytes``, which truncates the file and then fills it. Two requests that return the same
-    image (two people clicking the same example) rewrite the same path, and a download that lands in
-    between gets a short body: ``python -m train.load_test`` saw "peer closed connection without
-    sending complete message body (received 0 bytes, expected 18315)" on one of 1,250 requests, and
-    rewriting a cached file while reading it tore 1.4% of the reads. Here the bytes go to a temporary
-    file in the same folder and are renamed into place (as Gradio already does in
-    ``save_file_to_cache``); a complete copy already there is reused. Returns False, changing
-    nothing, if this Gradio no longer has the function (the test for it then fails).
-    """
-    from gradio import processing_utils as pu
-
-    if not all(hasattr(pu, f) for f in ("save_pil_to_cache", "encode_pil_to_bytes", "hash_bytes")):
-        return False
-
-    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-        data = pu.encode_pil_to_bytes(img, format)
-        path = (Path(cache_dir) / pu.hash_bytes(data) / f"{name}.{format}").resolve()
-        try:
-            if path.stat().st_size == len(data):  # the folder is named by the bytes' hash: same bytes
-                os.utime(path)  # delete_cache ages files by time: a reused copy counts as new
-                return str(path)
-        except FileNotFoundError:
-            pass
-        atomic_write(path, data)
-        return str(path)
-
-    pu.save_pil_to_cache = save_pil_to_cache
-    return True
-
-
-cap_malloc_arenas()
-atomic_image_cache_writes()
+SERVING = serving.configure()  # threads, malloc arenas, atomic Gradio cache writes (detector/serving.py)
 # A user's mistake is shown on the page with its reason; the server log gets no traceback for it.
 UserError = functools.partial(gr.Error, print_exception=False)
 ROOT = Path(__file__).resolve().parent
@@ -112,13 +63,16 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
     says why; the app still starts with the models that load.
     """
     notes, models = [], {}
-    ckpt = Path(detector.predict.CHECKPOINT_DIR)
+    repo, revision = hub_settings()
+    ckpt = checkpoint_dir(notes)  # the Hub snapshot (DETECTOR_HUB_REPO), or checkpoints/ if that fails
+    if repo and ckpt != CHECKPOINT_DIR:
+        pin = "" if revision != "main" else (f" (unpinned: set `{HUB_REVISION_ENV}` to a commit so records and "
+                                             "weights cannot change under a running Space)")
+        notes.append(f"Checkpoints come from the Hugging Face Hub repository `{repo}` at revision `{revision}`{pin}.")
     listed = shipped_models(ckpt)  # the detectors whose record and weights are both there
     backbones = {p.stem for p in ckpt.glob("*.json") if is_backbone(p)}
     others = {p.stem for p in ckpt.glob("*.json")} | {p.stem for p in ckpt.glob("*.safetensors")} | {WILD_MODEL, CIFAKE_MODEL}
     names = listed + sorted(others - set(listed) - backbones)  # tried too, so the page can say what is wrong
-    if os.environ.get(HUB_REPO_ENV):
-        notes.append(f"Checkpoints are fetched from the Hugging Face Hub repository `{os.environ[HUB_REPO_ENV]}`.")
     for name in names:
         try:
             pred = detector.load(name, notes=notes)
@@ -201,6 +155,8 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
         return analyse(pred, path, explainer if explain else None, _method(method), reason=reason)
     except ImageError as e:
         raise UserError(f"{shown}: {e}") from None
+    except ExplainError as e:
+        raise UserError(str(e)) from None
 
 
 # --- rendering helpers: Analysis -> what the page shows -------------------------------------------
@@ -478,8 +434,8 @@ def build_demo() -> gr.Blocks:
                                      sources=["upload", "clipboard"], height=280, elem_id="upload")
                     model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
                     method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="explanation method",
-                                         info="ScoreCAM runs one forward pass per feature channel: seconds, or "
-                                              "minutes on resnet50")
+                                         info="ScoreCAM runs one forward pass per feature channel: offered only "
+                                              "where that takes seconds (not on resnet50 or wild)")
                     button = gr.Button("Analyse", variant="primary")
                     examples = sorted((p for p in EXAMPLES.glob("*.jpg")), key=lambda p: (not p.name.startswith("wild_"), p.name))
                     gr.Examples([[str(p)] for p in examples if p.is_file()], inputs=[image],

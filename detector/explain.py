@@ -36,7 +36,15 @@ CAM_METHODS = {
     "ScoreCAM": ScoreCAM,
 }
 CLASS_AGNOSTIC = {"EigenCAM"}
+# ScoreCAM runs one masked forward pass per feature channel per map. Past this many passes a request
+# would hold a worker for many seconds (resnet50, 2,048 channels x 2 maps: 24 s measured on 2 cores;
+# the wild ViT, 768 x 2 at 224 px: minutes), so the app refuses it with the reason.
+SCORECAM_MAX_PASSES = 1024
 FLOOR_METHOD = {"RandomCAM": RandomCAM}  # a baseline for faithfulness studies, not offered in the app
+
+
+class ExplainError(ValueError):
+    """An explanation that is refused, with the reason a user can act on (for example, too slow)."""
 
 
 def cam_class(method: str):
@@ -50,8 +58,12 @@ class Explainer:
     """Grad-CAM for one predictor. Thread-safe: the CAM hooks live on a private copy of the model,
     and one lock serialises explanations, so concurrent predictions never see the hooks."""
 
-    def __init__(self, predictor) -> None:
+    def __init__(self, predictor, max_scorecam_passes: int | None = SCORECAM_MAX_PASSES) -> None:
+        """``max_scorecam_passes``: refuse ScoreCAM requests that would need more masked forward passes
+        (None: no bound, for research scripts that mean to wait)."""
         self.predictor = predictor
+        self.max_scorecam_passes = max_scorecam_passes
+        self._channels: int | None = None
         self.model = copy.deepcopy(predictor.model).float().eval()
         for p in self.model.parameters():
             p.requires_grad_(False)  # no weight gradients: the input carries the graph (see _input)
@@ -89,7 +101,33 @@ class Explainer:
         label (0 real, 1 fake). The research scripts call this on many images at once."""
         return self._maps(images, method, labels)[0]
 
+    def feature_channels(self) -> int:
+        """Channels of the explained layer's activation (ScoreCAM's passes per map); one forward pass, cached."""
+        if self._channels is None:
+            seen = []
+            hook = self.target_layers[0].register_forward_hook(lambda m, i, o: seen.append(o))
+            try:
+                with torch.no_grad():
+                    s = self.predictor.input_size
+                    self.model(torch.zeros(1, 3, s, s, device=self.predictor.device))
+            finally:
+                hook.remove()
+            a = seen[0][0] if isinstance(seen[0], tuple) else seen[0]
+            self._channels = int((self.reshape_transform(a) if self.reshape_transform else a).shape[1])
+        return self._channels
+
+    def _check_cost(self, method: str, n_maps: int) -> None:
+        if method != "ScoreCAM" or self.max_scorecam_passes is None:
+            return
+        passes = self.feature_channels() * n_maps
+        if passes > self.max_scorecam_passes:
+            raise ExplainError(f"ScoreCAM on {self.predictor.name or 'this model'} would run {passes:,} forward passes "
+                             f"({self.feature_channels():,} feature channels x {n_maps} maps) and hold the server for "
+                             f"many seconds; it is offered up to {self.max_scorecam_passes:,}. Choose GradCAM, "
+                             "GradCAM++, HiResCAM, LayerCAM, XGradCAM or EigenCAM.")
+
     def _maps(self, images: np.ndarray, method: str, labels) -> tuple[np.ndarray, np.ndarray]:
+        self._check_cost(method, len(labels))
         targets = [BinaryClassifierOutputTarget(int(y)) for y in labels]
         with self._lock, cam_class(method)(model=self.model, target_layers=self.target_layers,
                                           reshape_transform=self.reshape_transform) as cam:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,7 +25,8 @@ DEFAULT_MODEL = AUTO
 CIFAKE_MODEL = "fakespot"  # the CIFAKE track's default: 32x32 images
 WILD_MODEL = "wild"  # the wild track's default: photos and renders at their own size
 CIFAKE_MAX_SIDE = 64  # images at most this large on their longest side go to the CIFAKE track
-HUB_REPO_ENV = "DETECTOR_HUB_REPO"  # e.g. "our-org/fakespot-cifake": fetch checkpoints from the Hugging Face Hub
+HUB_REPO_ENV = "DETECTOR_HUB_REPO"  # e.g. "our-org/fakespot": fetch checkpoints from the Hugging Face Hub
+HUB_REVISION_ENV = "DETECTOR_HUB_REVISION"  # the commit of that repository to use (pinned); default "main"
 
 
 def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
@@ -56,39 +58,62 @@ def choose_track(size: tuple[int, int]) -> tuple[str, str]:
                         "trained on real-world photographs and AI images) judged it")
 
 
-def fetch_from_hub(name: str, repo_id: str, revision: str | None = None) -> Path:
-    """Download ``NAME.json`` and ``NAME.safetensors`` (and the backbone checkpoint a head names) from a Hub
-    model repository; returns the local stem."""
-    from huggingface_hub import hf_hub_download
+def hub_settings() -> tuple[str | None, str]:
+    """(repository, revision) of the Hub model repository the checkpoints come from, if one is set.
 
-    record = hf_hub_download(repo_id, f"{name}.json", revision=revision)
-    hf_hub_download(repo_id, f"{name}.safetensors", revision=revision)
-    backbone = json.loads(Path(record).read_text(encoding="utf-8")).get("backbone")
-    if backbone:  # a head names the backbone checkpoint it was trained on: fetched beside it
-        for suffix in (".json", ".safetensors"):
-            hf_hub_download(repo_id, backbone["name"] + suffix, revision=revision)
-    return Path(record).with_suffix("")
+    ``DETECTOR_HUB_REVISION`` should be a commit hash: records and weights then come from one fixed
+    snapshot. Unset, the moving ``main`` is used (and the app says so).
+    """
+    return os.environ.get(HUB_REPO_ENV) or None, os.environ.get(HUB_REVISION_ENV) or "main"
+
+
+@functools.lru_cache(maxsize=8)
+def hub_snapshot(repo_id: str, revision: str = "main") -> Path:
+    """Every record and weight file of a Hub model repository at one revision, downloaded together
+    (``snapshot_download``: one revision for all files, so a record is never paired with other weights).
+    Returns the local folder; failures are not cached, so a later call tries again."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+
+
+def checkpoint_dir(notes: list[str] | None = None) -> Path:
+    """Where the checkpoints come from: the Hub snapshot when ``DETECTOR_HUB_REPO`` is set and it can
+    be downloaded, otherwise the local ``checkpoints/`` (the reason is logged and added to ``notes``)."""
+    repo, revision = hub_settings()
+    if not repo:
+        return CHECKPOINT_DIR
+    try:
+        return hub_snapshot(repo, revision)
+    except Exception as e:  # offline, missing repository or revision, auth: fall back, loudly
+        msg = (f"could not download the Hub repository {repo} at revision {revision} ({type(e).__name__}: {e}); "
+               "using the local checkpoints")
+        log.warning(msg)
+        if notes is not None and msg not in notes:
+            notes.append(msg)
+        return CHECKPOINT_DIR
 
 
 def resolve_model(name_or_path: str | os.PathLike | None = None, notes: list[str] | None = None) -> Path:
-    """A shipped model's name (fetched from the Hub when DETECTOR_HUB_REPO is set), or a checkpoint path.
+    """A shipped model's name (from the Hub snapshot when DETECTOR_HUB_REPO is set), or a checkpoint path.
 
-    A failed Hub download falls back to the local checkpoint; the reason is logged and, when ``notes``
-    is given, appended to it (the app shows it).
+    A failed Hub download, or a snapshot without the model, falls back to the local checkpoint; the
+    reason is logged and, when ``notes`` is given, appended to it (the app shows it).
     """
     name = str(name_or_path or CIFAKE_MODEL)
     wpath, rpath = resolve(name)
     if rpath.exists() or wpath.exists() or os.sep in name or name.endswith((".json", ".safetensors")):
         return rpath.with_suffix("")
-    repo = os.environ.get(HUB_REPO_ENV)
-    if repo:
-        try:
-            return fetch_from_hub(name, repo)
-        except Exception as e:  # offline, missing file, auth: fall back to the local copy, loudly
-            msg = f"could not fetch {name!r} from the Hub repository {repo} ({type(e).__name__}: {e}); using the local checkpoint"
-            log.warning(msg)
-            if notes is not None:
-                notes.append(msg)
+    folder = checkpoint_dir(notes)
+    if folder != CHECKPOINT_DIR:
+        if (folder / f"{name}.json").exists():
+            return folder / name
+        repo, revision = hub_settings()
+        msg = (f"the Hub repository {repo} at revision {revision} has no model {name!r} (it offers: "
+               f"{', '.join(shipped_models(folder)) or 'none'}); using the local checkpoint")
+        log.warning(msg)
+        if notes is not None:
+            notes.append(msg)
     local = CHECKPOINT_DIR / name
     if not local.with_suffix(".json").exists():
         available = ", ".join(shipped_models()) or "none found"

@@ -84,6 +84,23 @@ def test_analyse_ui_clear_returns_empty_outputs():
     assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 17
 
 
+def test_serving_settings_threads_and_analytics(monkeypatch):
+    import torch
+
+    from detector import serving
+
+    assert app.SERVING["threads"] == torch.get_num_threads() and 1 <= app.SERVING["threads"] <= (os.cpu_count() or 1)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and app.demo.analytics_enabled is False
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("DETECTOR_THREADS", "1")
+        assert serving.set_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("DETECTOR_THREADS", "many")  # not a number: the usable CPUs, with a warning
+        assert serving.set_threads() == serving.usable_cpus()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is text, not a JPEG")
@@ -93,6 +110,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         app.predict_api(str(FAKE_EXAMPLE), "no-such-model")
     with pytest.raises(gr.Error, match="Unknown CAM method"):
         app.explain_api(str(FAKE_EXAMPLE), "cnn", "MagicCAM")
+    with pytest.raises(gr.Error, match="ScoreCAM on resnet50 would run 4,096 forward passes"):
+        app.explain_api(str(FAKE_EXAMPLE), "resnet50", "ScoreCAM")  # refused at once, not after 24 s
     with pytest.raises(gr.Error, match="upload an image"):
         app.predict_api(None)
 
@@ -270,7 +289,9 @@ def test_returned_images_are_written_atomically_under_concurrent_rewrites(tmp_pa
 
     from gradio import processing_utils as pu
 
-    assert app.atomic_image_cache_writes() and pu.save_pil_to_cache.__module__ == "app"
+    from detector import serving
+
+    assert serving.atomic_image_cache_writes() and pu.save_pil_to_cache.__module__ == "detector.serving"
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
     path = Path(pu.save_img_array_to_cache(np.asarray(img), str(tmp_path), format="png"))
     data = path.read_bytes()

@@ -1,5 +1,6 @@
 """The checkpoints in checkpoints/ load (hash-checked), describe themselves and predict the example images."""
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 import detector
 from detector.checkpoint import read_record
-from detector.predict import CHECKPOINT_DIR, DEFAULT_MODEL
+from detector.predict import CHECKPOINT_DIR, DEFAULT_MODEL, shipped_models
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p for p in (ROOT / "assets" / "examples").glob("*.jpg") if p.name.startswith(("real_", "fake_")))
@@ -44,39 +45,60 @@ def test_hub_download_failure_falls_back_to_local_and_says_so(monkeypatch):
     notes: list[str] = []
     model = detector.load("cnn", notes=notes)
     assert model.name == "cnn" and len(notes) == 1
-    assert "nobody/no-such-repo" in notes[0] and "using the local checkpoint" in notes[0]
+    assert "nobody/no-such-repo" in notes[0] and "using the local checkpoints" in notes[0]
 
 
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
-    """A Hub repository served from checkpoints/ into one folder, as the Hub's cache keeps one per repository;
-    returns the (repo_id, filename) calls."""
+    """A Hub model repository holding ``cnn``, ``wild`` and its backbone, served by a stand-in for
+    ``huggingface_hub.snapshot_download`` into a folder per revision; returns the calls made."""
     import shutil
+
+    from detector import predict
 
     calls = []
 
-    def fake_download(repo_id, filename, revision=None):  # stands in for huggingface_hub.hf_hub_download
-        calls.append((repo_id, filename))
-        dst = tmp_path / filename
-        shutil.copy(ROOT / "checkpoints" / filename, dst)
-        return str(dst)
+    def fake_snapshot(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision))
+        folder = tmp_path / str(revision)
+        folder.mkdir(exist_ok=True)
+        for stem in ("cnn", "wild", "clip_vit_b16"):
+            for suffix in (".json", ".safetensors"):
+                if any(fnmatch.fnmatch(stem + suffix, p) for p in allow_patterns):
+                    shutil.copy(ROOT / "checkpoints" / (stem + suffix), folder)
+        return str(folder)
 
+    predict.hub_snapshot.cache_clear()
     monkeypatch.setenv("DETECTOR_HUB_REPO", "org/fakespot")
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
-    return calls
+    monkeypatch.setenv("DETECTOR_HUB_REVISION", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot)
+    yield calls
+    predict.hub_snapshot.cache_clear()
 
 
-def test_hub_download_is_used_when_it_works(fake_hub, tmp_path):
+def test_hub_snapshot_is_used_at_the_pinned_revision(fake_hub, tmp_path):
     from detector import predict
 
-    assert predict.resolve_model("cnn") == tmp_path / "cnn"
-    assert fake_hub == [("org/fakespot", "cnn.json"), ("org/fakespot", "cnn.safetensors")]
-    assert detector.load(tmp_path / "cnn").predict(EXAMPLES[0]) == detector.load("cnn").predict(EXAMPLES[0])
+    folder = tmp_path / "0123456789abcdef0123456789abcdef01234567"
+    assert predict.resolve_model("cnn") == folder / "cnn"
+    assert predict.resolve_model("wild") == folder / "wild"  # the backbone it names came in the same snapshot
+    assert fake_hub == [("org/fakespot", "0123456789abcdef0123456789abcdef01234567")]  # one download for all
+    assert shipped_models(folder) == ["wild", "cnn"]
+    assert detector.load("cnn").predict(EXAMPLES[0]) == detector.load(ROOT / "checkpoints" / "cnn").predict(EXAMPLES[0])
+    assert detector.load("wild").predict(EXAMPLES[0]) == detector.load(ROOT / "checkpoints" / "wild").predict(EXAMPLES[0])
 
 
-def test_hub_download_brings_the_backbone_a_head_names(fake_hub, tmp_path):
-    from detector import predict
+def test_a_model_missing_from_the_hub_snapshot_falls_back_to_local_and_says_so(fake_hub):
+    notes: list[str] = []
+    model = detector.load("fakespot", notes=notes)
+    assert model.name == "fakespot" and len(notes) == 1
+    assert "has no model 'fakespot'" in notes[0] and "offers: wild, cnn" in notes[0]
 
-    assert predict.resolve_model("wild") == tmp_path / "wild"
-    assert [f for _, f in fake_hub] == ["wild.json", "wild.safetensors", "clip_vit_b16.json", "clip_vit_b16.safetensors"]
-    assert detector.load(tmp_path / "wild").predict(EXAMPLES[0]) == detector.load("wild").predict(EXAMPLES[0])
+
+def test_app_lists_the_models_the_hub_snapshot_holds(fake_hub):
+    import app
+
+    models, notes = app.load_models()
+    assert list(models) == ["wild", "cnn", "fakespot"]  # fakespot: missing on the Hub, taken locally
+    assert any("org/fakespot" in n and "0123456789ab" in n for n in notes)
+    assert any("has no model 'fakespot'" in n for n in notes)

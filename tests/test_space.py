@@ -92,3 +92,9 @@ def test_weights_here_are_real_blobs_not_lfs_pointers():
         blob = subprocess.run(["git", "show", f"HEAD:{f.relative_to(ROOT)}"], cwd=ROOT, capture_output=True).stdout
         head = blob[:len(LFS_POINTER)] if blob else f.read_bytes()[:len(LFS_POINTER)]
         assert head != LFS_POINTER, f"{f.name} is an LFS pointer: this repository has no LFS server"
+
+
+def test_the_hub_model_card_matches_the_records():
+    from train.model_card import main
+
+    assert main(["--check"]) == 0, "checkpoints/README.md is out of date: python -m train.model_card"

@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> dict:
     else:
         raise SystemExit("give --test CIFAKE_TEST or --wild")
     pred = load(args.model)
-    explainer = Explainer(pred)
+    explainer = Explainer(pred, max_scorecam_passes=None)  # a study waits for ScoreCAM
     p = pred.predict_arrays(images)
     predicted = (p >= pred.threshold).astype(np.int64)
     methods = args.methods or list(CAM_METHODS)
