@@ -279,13 +279,40 @@ def analyse_ui(image, model: str, method: str):
     )
 
 
-def predict_api(image, model: str = None) -> dict:
-    """/predict: one image -> {p_fake, label, verdict, threshold, model, stats, ...}."""
+def predict(image, model: str = None) -> dict:
+    """Judge whether an image is a real photograph or AI-generated; returns P(fake) and the verdict.
+
+    The API's /predict and the MCP tool ``predict``. P(fake) is a calibrated probability; the verdict
+    is "uncertain" within 0.15 of the model's threshold. The answer names the model that judged and why.
+
+    Args:
+        image: the image file (JPEG, PNG, WebP, BMP, GIF or TIFF; up to 25 MB). A full-size photo or render
+            goes to the wild track (CLIP ViT-B/16); a thumbnail of at most 64 px a side to the CIFAKE track.
+        model: "auto" (default: chosen by the image's size), "wild", "fakespot", "cnn" or "resnet50".
+
+    Returns:
+        dict with p_fake (0..1), label ("real"/"fake"), verdict (words), threshold, model, reason, the
+        image statistics, and for large images the P(fake) of native-resolution tiles.
+    """
     return _run(image, model, explain=False).summary()
 
 
-def explain_api(image, model: str = None, method: str = "GradCAM", target: str = "predicted"):
-    """/explain: one image -> (heatmap overlay for the target class, JSON with the background share)."""
+def explain(image, model: str = None, method: str = "GradCAM", target: str = "predicted"):
+    """Show where in an image the detector found evidence: a Grad-CAM heatmap, plus the verdict.
+
+    The API's /explain and the MCP tool ``explain``.
+
+    Args:
+        image: the image file (JPEG, PNG, WebP, BMP, GIF or TIFF; up to 25 MB).
+        model: "auto" (default: chosen by the image's size), "wild", "fakespot", "cnn" or "resnet50".
+        method: GradCAM (default), GradCAM++, HiResCAM, LayerCAM, XGradCAM, EigenCAM or ScoreCAM
+            (ScoreCAM only on the small CIFAKE models).
+        target: "predicted" (default), "real" or "fake": the class whose evidence the map shows.
+
+    Returns:
+        the heatmap laid over the image the model judged, and a dict with the verdict, P(fake), the
+        target class and the share of the map that falls on the background.
+    """
     a = _run(image, model, method)
     if target not in ("predicted", *CLASSES):
         raise UserError(f"target must be 'predicted', 'real' or 'fake', got {target!r}")
@@ -508,8 +535,8 @@ def build_demo() -> gr.Blocks:
             api_target = gr.Dropdown(["predicted", *CLASSES], value="predicted")
             api_json, api_heat, api_heat_json = gr.JSON(), gr.Image(format="png"), gr.JSON()
             api_predict, api_explain = gr.Button(), gr.Button()
-        api_predict.click(predict_api, [api_image, api_model], api_json, api_name="predict", preprocess=False)
-        api_explain.click(explain_api, [api_image, api_model, api_method, api_target], [api_heat, api_heat_json],
+        api_predict.click(predict, [api_image, api_model], api_json, api_name="predict", preprocess=False)
+        api_explain.click(explain, [api_image, api_model, api_method, api_target], [api_heat, api_heat_json],
                           api_name="explain", preprocess=False)
     return demo
 
@@ -517,10 +544,22 @@ def build_demo() -> gr.Blocks:
 demo = build_demo()
 
 
+def mcp_enabled() -> bool:
+    """Serve the API as an MCP server too (tools ``predict`` and ``explain`` at /gradio_api/mcp/sse) when the
+    ``gradio[mcp]`` extra is installed, unless GRADIO_MCP_SERVER=False."""
+    if os.environ.get("GRADIO_MCP_SERVER", "").lower() in ("false", "0", "no"):
+        return False
+    try:
+        import mcp  # noqa: F401  (the extra's package)
+    except ImportError:
+        return False
+    return True
+
+
 def launch(**kwargs):
     """Queue and launch with the app's limits (tests pass prevent_thread_lock=True and a port)."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    kwargs = {"max_file_size": MAX_FILE_SIZE, "show_error": True, **kwargs}
+    kwargs = {"max_file_size": MAX_FILE_SIZE, "show_error": True, "mcp_server": mcp_enabled(), **kwargs}
     return demo.launch(**kwargs)
 
 

@@ -11,7 +11,7 @@ from the page so each workaround says why it exists and when it can go.
 - **Analytics**: Gradio reports usage to its servers unless ``GRADIO_ANALYTICS_ENABLED`` is False; the
   app turns it off unless the environment says otherwise.
 - **malloc arenas** and **atomic image-cache writes**: see the functions; both measured with
-  ``python -m train.load_test``.
+  ``python -m bench.load_test``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def cap_malloc_arenas(n: int = 2) -> bool:
 
     glibc gives each new thread its own arena, and memory freed in one is not reused by another, so a
     server whose requests hop between many threads grows without leaking. Measured with
-    ``python -m train.load_test``: +220 MB over 1,000 explanations uncapped, +36 MB capped at 2.
+    ``python -m bench.load_test``: +220 MB over 1,000 explanations uncapped, +36 MB capped at 2.
     A no-op off glibc, or where the environment already sets MALLOC_ARENA_MAX.
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
@@ -85,7 +85,7 @@ def atomic_image_cache_writes() -> bool:
     Gradio 6 saves each returned image under a folder named by the hash of its bytes with
     ``Path.write_bytes``, which truncates the file and then fills it. Two requests that return the same
     image (two people clicking the same example) rewrite the same path, and a download that lands in
-    between gets a short body: ``python -m train.load_test`` saw "peer closed connection without
+    between gets a short body: ``python -m bench.load_test`` saw "peer closed connection without
     sending complete message body (received 0 bytes, expected 18315)" on one of 1,250 requests, and
     rewriting a cached file while reading it tore 1.4% of the reads. Here the bytes go to a temporary
     file in the same folder and are renamed into place (as Gradio already does in

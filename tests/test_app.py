@@ -75,7 +75,7 @@ def test_auto_picks_the_track_by_size_and_says_why(example, model):
 
 
 def test_wild_model_tells_the_wild_examples_apart():
-    p = {e: app.predict_api(str(EXAMPLES / e))["p_fake"] for e in
+    p = {e: app.predict(str(EXAMPLES / e))["p_fake"] for e in
          ("wild_real_iphone6.jpg", "wild_fake_recraft_v3.jpg", "wild_fake_flux.jpg")}
     assert p["wild_real_iphone6.jpg"] < min(p["wild_fake_recraft_v3.jpg"], p["wild_fake_flux.jpg"]), p
 
@@ -107,13 +107,13 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(gr.Error, match="notes.jpg: not a recognised image"):
         app.analyse_ui(str(bad), "cnn", "GradCAM")
     with pytest.raises(gr.Error, match="Unknown model"):
-        app.predict_api(str(FAKE_EXAMPLE), "no-such-model")
+        app.predict(str(FAKE_EXAMPLE), "no-such-model")
     with pytest.raises(gr.Error, match="Unknown CAM method"):
-        app.explain_api(str(FAKE_EXAMPLE), "cnn", "MagicCAM")
+        app.explain(str(FAKE_EXAMPLE), "cnn", "MagicCAM")
     with pytest.raises(gr.Error, match="ScoreCAM on resnet50 would run 4,096 forward passes"):
-        app.explain_api(str(FAKE_EXAMPLE), "resnet50", "ScoreCAM")  # refused at once, not after 24 s
+        app.explain(str(FAKE_EXAMPLE), "resnet50", "ScoreCAM")  # refused at once, not after 24 s
     with pytest.raises(gr.Error, match="upload an image"):
-        app.predict_api(None)
+        app.predict(None)
 
 
 def test_batch_ui_writes_csv_and_json_and_lists_bad_files(tmp_path):
@@ -149,7 +149,7 @@ def test_api_predict(client):
 
     out = client.predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
     assert isinstance(out["p_fake"], float) and out["label"] in ("real", "fake")
-    assert out["p_fake"] == pytest.approx(app.predict_api(str(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
+    assert out["p_fake"] == pytest.approx(app.predict(str(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
     assert out["model"] == "fakespot" and "CIFAKE" in out["reason"]  # auto: a 32x32 image goes to the CIFAKE track
     cnn = client.predict(handle_file(str(FAKE_EXAMPLE)), "cnn", api_name="/predict")
     assert cnn["model"] == "cnn"
@@ -326,3 +326,16 @@ def test_returned_images_are_written_atomically_under_concurrent_rewrites(tmp_pa
     for t in threads:
         t.join()
     assert reads[0] > 100 and torn == []
+
+
+def test_the_api_is_offered_as_mcp_tools_with_usable_descriptions():
+    from gradio.mcp import GradioMCPServer
+
+    assert app.mcp_enabled()
+    server = GradioMCPServer(app.demo)
+    tools = server.get_tool_to_endpoint()
+    assert tools["predict"] == "/predict" and tools["explain"] == "/explain"
+    for name, wanted in (("predict", {"image", "model"}), ("explain", {"image", "model", "method", "target"})):
+        description, params = server.get_fn_description(server.get_block_fn_from_endpoint_name(tools[name]), name)
+        assert "P(fake)" in description
+        assert set(params) == wanted and all(len(params[p]) > 20 for p in wanted), params  # from the Args: section

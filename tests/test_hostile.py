@@ -295,11 +295,11 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, 
     _, path, expect = next(k for k in single_files(hostile) if k[0] == kind)
     upload = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
     if expect == OK:
-        out = app.predict_api(upload, model)
+        out = app.predict(upload, model)
         assert 0 <= out["p_fake"] <= 1 and out["model"] == model
         assert len(app.analyse_ui(upload, model, "GradCAM")) == 17
     else:
-        for call in (lambda: app.predict_api(upload, model), lambda: app.analyse_ui(upload, model, "GradCAM")):
+        for call in (lambda: app.predict(upload, model), lambda: app.analyse_ui(upload, model, "GradCAM")):
             with pytest.raises(gr.Error) as e:
                 call()
             assert expect.lower() in e.value.message.lower() and path.name in e.value.message

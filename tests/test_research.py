@@ -10,7 +10,7 @@ from detector.calibration import choose_threshold, expected_calibration_error, f
 from detector.models import create_model
 from detector.predict import Predictor
 from detector.preprocess import MEAN, STD
-from train.robustness import CORRUPTIONS, attack, corrupt
+from studies.robustness import CORRUPTIONS, attack, corrupt
 
 from .conftest import synthetic_image
 
@@ -76,7 +76,7 @@ def test_report_rebuilds_results_md_from_saved_results(tmp_path):
 
 
 def test_calibration_prose_is_written_from_the_figures():
-    from train.report import _calibration_summary
+    from studies.report import _calibration_summary
 
     def row(t, thr, ece_b, ece_a, acc_b, acc_a):
         return {"temperature": t, "threshold": thr, "test": {"before": {"ece": ece_b, "accuracy": acc_b},

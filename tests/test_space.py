@@ -30,7 +30,7 @@ def front_matter() -> dict:
 
 
 def pinned(requirement: str) -> str:
-    m = re.search(rf"^{re.escape(requirement)}==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M)
+    m = re.search(rf"^{re.escape(requirement)}(?:\[[\w,]+\])?==([^\s#]+)", (ROOT / "requirements.txt").read_text(), re.M)
     assert m, f"requirements.txt must pin {requirement}==..."
     return m.group(1)
 
@@ -98,3 +98,54 @@ def test_the_hub_model_card_matches_the_records():
     from train.model_card import main
 
     assert main(["--check"]) == 0, "checkpoints/README.md is out of date: python -m train.model_card"
+
+
+def test_layout_training_scripts_do_not_import_the_app():
+    """train/ trains and ships models, studies/ holds the research studies, bench/ the benchmarks, load
+    test and screenshot: only bench/ may start or import the app."""
+    import ast
+
+    for folder in ("train", "studies"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+            assert "app" not in names, f"{path.relative_to(ROOT)} imports app.py: it belongs in bench/"
+
+
+class FakeHfApi:
+    """Records what would be uploaded, in place of huggingface_hub.HfApi."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kw):
+        self.calls.append(("create", repo_id, kw))
+
+    def upload_folder(self, **kw):
+        self.calls.append(("upload", kw["repo_id"], kw))
+        return type("CommitInfo", (), {"oid": "c0ffee"})()
+
+
+def test_publishing_the_space_uploads_what_git_tracks_and_nothing_else():
+    from train.publish import publish, tracked_files
+
+    if not tracked_files():
+        pytest.skip("not a git checkout")
+    api = FakeHfApi()
+    assert publish("space", "me/fakespot", api=api) == "c0ffee"
+    (_, _, create), (_, _, up) = api.calls
+    assert create["repo_type"] == "space" and create["space_sdk"] == "gradio"
+    files = set(up["allow_patterns"])
+    assert {"app.py", "requirements.txt", "README.md", ".gitattributes", "checkpoints/wild.safetensors"} <= files
+    assert not any(f.startswith((".venv/", "data/", ".git/")) for f in files)
+
+
+def test_publishing_the_models_uploads_records_weights_and_card():
+    from train.publish import publish
+
+    api = FakeHfApi()
+    publish("models", "me/fakespot-models", api=api)
+    up = api.calls[1][2]
+    assert up["repo_type"] == "model" and up["folder_path"].endswith("checkpoints")
+    assert {"README.md", "wild.json", "wild.safetensors", "clip_vit_b16.safetensors"} <= set(up["allow_patterns"])

@@ -1,6 +1,6 @@
 """Screenshot the web app for the README with the browser tooling the tests use (Playwright + Chromium).
 
-    python -m train.screenshot [--image assets/examples/fake_cat.jpg] [--out assets/screenshot.png]
+    python -m bench.screenshot [--image assets/examples/fake_cat.jpg] [--out assets/screenshot.png]
 
 Launches the app on a free local port, uploads the image, waits for the verdict and the heatmap, and
 saves a PNG of the page. Needs Debian's Chromium (``apt-get install chromium``).

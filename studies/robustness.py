@@ -1,6 +1,6 @@
 """Robustness of the shipped models: common corruptions and adversarial attacks on the test split.
 
-    python -m train.robustness --test ../shared/data/cifake_test.zip [--n 2000] [--adv-n 200] [--models ...]
+    python -m studies.robustness --test ../shared/data/cifake_test.zip [--n 2000] [--adv-n 200] [--models ...]
 
 Corruptions, applied to test images of both classes at their 32x32 size: JPEG re-encoding at quality
 90/75/50/30 (Pillow), Gaussian blur sigma 0.5/1/2 (OpenCV), down- and up-scaling by 0.5 (bicubic), Gaussian

@@ -1,6 +1,6 @@
 """What happens to larger images: the CIFAKE test split shown at other sizes, brought back by the app's policy.
 
-    python -m train.generalisation --test cifake_test.zip [--sizes 64 128 256] [--n 4000] [--write DIR]
+    python -m studies.generalisation --test cifake_test.zip [--sizes 64 128 256] [--n 4000] [--write DIR]
 
 Each test image is enlarged from 32x32 to S x S (Pillow bicubic, as a photo editor or a web page
 would), saved as PNG and as JPEG (quality 90), and then read back through

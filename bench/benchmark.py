@@ -1,6 +1,6 @@
 """CPU speed of each shipped model: single-image latency and batch throughput (medians of several runs).
 
-    python -m train.benchmark [--models cnn fakespot] [--threads 2]
+    python -m bench.benchmark [--models cnn fakespot] [--threads 2]
 
 Single-image latency is a full ``Predictor.predict`` call on one 32x32 image (preprocessing included);
 throughput is ``predict_arrays`` on batches of already-decoded 32x32 images.

@@ -1,6 +1,6 @@
 """Print the README's results table (Markdown) from the shipped checkpoints' records.
 
-    python -m train.results_table
+    python -m studies.results_table
 
 The figures are those train.evaluate measured and train.ship wrote into each record; published
 figures are quoted beside them for comparison.

@@ -1,6 +1,6 @@
 """Speed of the web app on the CPU: server-side work per request, and round trips through the API.
 
-    python -m train.benchmark_app [--models fakespot cnn resnet50] [--runs 30] [--threads 2]
+    python -m bench.benchmark_app [--models fakespot cnn resnet50] [--runs 30] [--threads 2]
 
 For each model it prints the median server-side time of a full single-image request in the Analyse tab
 (decode, prediction, Grad-CAM for both classes, object mask, statistics, histogram and view rendering:

@@ -1,6 +1,6 @@
 """Classical baselines (scikit-learn) on flattened pixels, and a PCA sweep, as in the CIFAKE studies.
 
-    python -m train.baselines --data cifake_train.zip --test cifake_test.zip [--train-n 20000] [--svm-n 5000]
+    python -m studies.baselines --data cifake_train.zip --test cifake_test.zip [--train-n 20000] [--svm-n 5000]
 
 Every method sees the 32x32x3 images as 3,072 pixel values on the 0-1 scale. Validation is the same
 5% carved from the training split as the CNNs' (split seed 0); the test figures are on the official

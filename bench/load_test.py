@@ -1,6 +1,6 @@
 """Load test of the web app: many clients at once, mixing prediction and explanation.
 
-    python -m train.load_test [--requests 500] [--concurrency 16] [--explains 1000] [--save]
+    python -m bench.load_test [--requests 500] [--concurrency 16] [--explains 1000] [--save]
 
 It starts ``python app.py`` as a separate server process (as a Space runs it), waits for it, and then:
 1. sends ``--requests`` requests from ``--concurrency`` client threads through ``gradio_client``,

@@ -1,6 +1,6 @@
 """What separates CIFAKE's real and fake images: t-SNE, pixel and blur histograms, a background-defect measure.
 
-    python -m train.dataset_study --test cifake_test.zip [--model fakespot] [--n 2000]
+    python -m studies.dataset_study --test cifake_test.zip [--model fakespot] [--n 2000]
 
 - t-SNE (scikit-learn, PCA-initialised, perplexity 30) of a seeded, class-balanced sample of ``--n``
   test images: of their raw pixels (after PCA to 50 dimensions) and of the best model's embeddings
