@@ -1,7 +1,7 @@
 """Explanation faithfulness (ROAD) for every CAM method the app offers, and where the maps look.
 
     python -m studies.faithfulness --test cifake_test.zip [--model fakespot] [--n 1000]
-    python -m studies.faithfulness --wild --model wild --n 60 --methods GradCAM GradCAM++ LayerCAM EigenCAM
+    python -m studies.faithfulness --wild --model wild --n 30 --methods GradCAM EigenCAM
 
 ROAD (Rong et al., 2022; pytorch-grad-cam's implementation): the pixels a map ranks most relevant
 (MoRF) or least relevant (LeRF) are removed, 20/40/60/80% of them, and filled in by noisy linear

@@ -27,7 +27,7 @@ STUDIES = {
     "generalisation": "python -m studies.generalisation --test cifake_test.zip",
     "load": "python -m bench.load_test --save",
     "wild_test": "python -m train.evaluate_wild --peer-python .peer/bin/python --write-record",
-    "faithfulness_wild": "python -m studies.faithfulness --wild --model wild --n 60 --methods GradCAM GradCAM++ LayerCAM EigenCAM",
+    "faithfulness_wild": "python -m studies.faithfulness --wild --model wild --n 30 --methods GradCAM EigenCAM",
 }
 
 
