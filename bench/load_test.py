@@ -75,7 +75,7 @@ def percentile(xs: list[float], q: float) -> float:
 def main(args: argparse.Namespace) -> dict:
     from gradio_client import Client, handle_file
 
-    images = sorted(str(p) for p in (ROOT / "assets" / "examples").glob("*") if p.is_file())
+    images = sorted(str(p) for p in (ROOT / "assets" / "examples").glob("*.jpg"))  # not SOURCES.md
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

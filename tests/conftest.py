@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(1)
+# The app sets its threads when imported (detector/serving.py): the same one thread, so tests that
+# compare a run in this process with one in a subprocess (OMP_NUM_THREADS=1) compute alike.
+os.environ["DETECTOR_THREADS"] = "1"
 
 
 def synthetic_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:

@@ -66,7 +66,7 @@ def test_pgd_is_at_least_as_strong_as_fgsm_and_stays_in_the_ball():
 def test_report_rebuilds_results_md_from_saved_results(tmp_path):
     import argparse
 
-    from train import report
+    from studies import report
 
     text = report.main(argparse.Namespace(out=str(tmp_path / "RESULTS.md")))
     assert (tmp_path / "RESULTS.md").read_text() == text
