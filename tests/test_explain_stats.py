@@ -255,3 +255,20 @@ def test_analysis_verdict_from_the_explanation_pass_equals_a_plain_prediction(me
     a = analyse(pred, img, Explainer(pred), method)
     assert a.p_fake == pytest.approx(float(pred.predict_arrays(img[None])[0]), abs=1e-5)
     assert a.p_fake == pytest.approx(analyse(pred, img, None).p_fake, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn", "wild"])
+def test_both_class_maps_from_one_pass_equal_two_backward_passes(name):
+    """heatmaps() derives the other class's map from the negated gradients of one backward pass; it must
+    equal pytorch-grad-cam's batched two-target computation for every gradient method."""
+    pred = detector.load(name)
+    ex = Explainer(pred)
+    img = np.asarray(Image.fromarray(_image(5)).resize((pred.input_size, pred.input_size)))
+    for method in [m for m in CAM_METHODS if m != "ScoreCAM"]:
+        fast, logit = ex.heatmaps_and_logit(img, method)
+        slow, slow_logits = ex._maps(np.repeat(img[None], 2, axis=0), method, [1, 0])
+        assert logit == pytest.approx(float(slow_logits[0]), abs=1e-4), method
+        for got, want in zip((fast["fake"], fast["real"]), slow):
+            # float32 rounding of a batch of 1 against a batch of 2 (GradCAM++ cubes gradients): well
+            # under one step of the 8-bit colour map (1/255)
+            assert np.allclose(got, want, atol=1e-3), (name, method, float(np.abs(got - want).max()))
