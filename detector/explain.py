@@ -80,8 +80,9 @@ class Explainer:
                  classes: tuple[str, ...] = ("fake", "real")) -> dict[str, np.ndarray]:
         """Maps in [0, 1] at the model's input size for each class, from one (H, W, 3) uint8 model input.
 
-        All classes are explained in one batched forward and backward pass (one copy of the image per
-        class). A map is all zeros only when no region pushes the logit toward that class.
+        Both classes come from one forward and one backward pass (see ``_maps_of_both_classes``);
+        ScoreCAM, or one class, from one batched pass with a copy of the image per class. A map is all
+        zeros only when no region pushes the logit toward that class.
         """
         return self.heatmaps_and_logit(image, method, classes)[0]
 
