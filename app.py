@@ -162,11 +162,39 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
 # --- rendering helpers: Analysis -> what the page shows -------------------------------------------
 
 def verdict_markdown(a: Analysis) -> str:
+    """The verdict: the strongest provenance finding first when there is one, the classifier's P(fake) beside it."""
     lo, hi = uncertain_band(a.threshold)
     head = {"fake": "Likely AI-generated", "real": "Likely a real photograph",
             "uncertain": f"Uncertain (leaning {a.label})"}[a.verdict]
-    return (f"## {head}\n**P(fake) = {a.p_fake:.3f}** · decision threshold {a.threshold:.2f} · "
-            f"uncertain between {lo:.2f} and {hi:.2f} · model `{a.model}`\n\n*Why this model:* {a.reason}.")
+    classifier = (f"**P(fake) = {a.p_fake:.3f}** · decision threshold {a.threshold:.2f} · "
+                  f"uncertain between {lo:.2f} and {hi:.2f} · model `{a.model}`\n\n*Why this model:* {a.reason}.")
+    top = a.evidence.strongest if a.evidence else None
+    if top is None:
+        return f"## {head}\n{classifier}"
+    return (f"## {top.title}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
+            f"**The classifier, separately: {head.lower()}.** {classifier}")
+
+
+STRENGTH_WORDS = {"verified": "Cryptographically verified", "declared": "Declared in the file's metadata",
+                  "heuristic": "A statistical (heuristic) signal"}
+
+
+def evidence_markdown(a: Analysis) -> str:
+    """The Evidence panel: every finding with its strength and limits, then what was skipped, and the trust list."""
+    ev = a.evidence
+    if ev is None:
+        return ""
+    lines = ["### Evidence beyond the classifier"]
+    if not ev.findings:
+        lines.append(f"{ev.headline()}")
+    for f in ev.ranked():
+        lines.append(f"- **{f.title}.** *{STRENGTH_WORDS[f.strength]}.* Proves: {f.proves} Does not prove: "
+                     f"{f.does_not_prove}")
+    if ev.notes:
+        lines.append("\n**Checked, nothing to show, or skipped:** " + " · ".join(ev.notes))
+    lines.append(f"\n<sub>Content Credentials checked with c2pa-python against {ev.trust}. Evidence took "
+                 f"{ev.seconds * 1000:.0f} ms. It is never blended into P(fake).</sub>")
+    return "\n".join(lines)
 
 
 def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
@@ -247,7 +275,7 @@ def jpeg_markdown(a: Analysis) -> str:
 def analyse_ui(image, model: str, method: str):
     """The Analyse tab: everything for one image."""
     if image is None:  # the image was cleared
-        return [None] * 17
+        return [None] * 18
     a = _run(image, model, method)
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
     if a.tiles:
@@ -259,6 +287,7 @@ def analyse_ui(image, model: str, method: str):
                                            "(wild track)")
     return (
         verdict_markdown(a),
+        evidence_markdown(a),
         {"fake": a.p_fake, "real": 1 - a.p_fake},
         gr.Image(value=np.kron(a.model_input, np.ones((VIEW // a.model_input.shape[0],) * 2 + (1,), np.uint8)),
                  label=f"what the model sees: its {a.model_input.shape[0]}x{a.model_input.shape[1]} input"),
@@ -279,7 +308,7 @@ def analyse_ui(image, model: str, method: str):
     )
 
 
-def predict(image, model: str = None) -> dict:
+def predict(image, model: str | None = None) -> dict:
     """Judge whether an image is a real photograph or AI-generated; returns P(fake) and the verdict.
 
     The API's /predict and the MCP tool ``predict``. P(fake) is a calibrated probability; the verdict
@@ -292,12 +321,14 @@ def predict(image, model: str = None) -> dict:
 
     Returns:
         dict with p_fake (0..1), label ("real"/"fake"), verdict (words), threshold, model, reason, the
-        image statistics, and for large images the P(fake) of native-resolution tiles.
+        image statistics, for large images the P(fake) of native-resolution tiles, and ``evidence``: the
+        provenance findings (C2PA Content Credentials, IPTC/XMP, EXIF, generator text chunks, Stable
+        Diffusion watermarks), strongest first, each with its strength and what it does not prove.
     """
     return _run(image, model, explain=False).summary()
 
 
-def explain(image, model: str = None, method: str = "GradCAM", target: str = "predicted"):
+def explain(image, model: str | None = None, method: str = "GradCAM", target: str = "predicted"):
     """Show where in an image the detector found evidence: a Grad-CAM heatmap, plus the verdict.
 
     The API's /explain and the MCP tool ``explain``.
@@ -345,26 +376,29 @@ def batch_ui(files, model: str, progress=gr.Progress()):
         rows += r
         errors += e
         progress((min(done, total), total), desc="analysing", unit="images")
-    columns = ["file", "p_fake", "label", "verdict", "model", *STATS, "jpeg_quality", "reason"]
+    columns = ["file", "p_fake", "label", "verdict", "model", "evidence", "evidence_strength", "evidence_claim",
+               *STATS, "jpeg_quality", "reason"]
     n_fake = sum(r["label"] == "fake" for r in rows)
     n_unc = sum(r["verdict"] == "uncertain" for r in rows)
     used = ", ".join(f"`{m}` {sum(r['model'] == m for r in rows)}" for m in sorted({r["model"] for r in rows}))
+    n_ev = sum(bool(r.get("evidence")) for r in rows)
     summary = (f"**{len(rows)} images analysed** ({used or 'none'}): **{n_fake} likely fake**, "
                f"**{len(rows) - n_fake} likely real** ({n_unc} of them uncertain, P(fake) within "
-               f"{UNCERTAIN_MARGIN} of each model's threshold); **{len(errors)} files could not be read**.")
+               f"{UNCERTAIN_MARGIN} of each model's threshold); **{n_ev} carry provenance evidence** (see the "
+               f"evidence columns); **{len(errors)} files could not be read**.")
     EXPORT_DIR.mkdir(parents=True, exist_ok=True)
     _prune_exports()
     out = EXPORT_DIR / uuid.uuid4().hex
     out.mkdir()
     with open(out / "fakespot_results.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns + ["error"])
+        w = csv.DictWriter(f, fieldnames=columns + ["error"], extrasaction="ignore")  # findings: in the JSON
         w.writeheader()
         w.writerows(rows)
         w.writerows({"file": e["file"], "error": e["reason"]} for e in errors)
     with open(out / "fakespot_results.json", "w", encoding="utf-8") as f:
         json.dump({"model": pred.name, "thresholds": {m: MODELS[m][0].threshold for m in MODELS},
                    "results": rows, "errors": errors}, f, indent=1)
-    table = [[r[c] for c in columns] for r in rows]
+    table = [[r.get(c, "") for c in columns] for r in rows]
     bad = [[e["file"], e["reason"]] for e in errors]
     return (summary, gr.Dataframe(value=table, headers=columns), [str(out / "fakespot_results.csv"),
             str(out / "fakespot_results.json")], gr.Dataframe(value=bad, headers=["file", "reason"]))
@@ -427,6 +461,16 @@ verdict says which one judged and why:
 Near the threshold the page says *uncertain*: treat those as a coin toss. No verdict here is proof, and
 an image can be both real and edited.
 
+**Evidence beyond the classifier** (shown first when found). Many files say where they came from:
+signed **Content Credentials** (C2PA; ChatGPT/DALL-E 3, Adobe Firefly, Microsoft, Google and Meta tools and
+some cameras sign them), an IPTC *DigitalSourceType* such as `trainedAlgorithmicMedia`, the prompt and
+sampler that Stable Diffusion front ends (AUTOMATIC1111, Forge, ComfyUI, NovelAI, InvokeAI) write into the
+file, camera EXIF, or the invisible watermark that Stable Diffusion's reference code embeds. Each finding
+says how strong it is: *cryptographically verified* (a valid signature from a certificate on the trust
+list, bound to these exact pixels), *declared in metadata* (easily stripped or forged) or *heuristic* (a
+statistical signal). Evidence is never blended into P(fake); and its absence proves nothing, since most
+sites strip metadata on upload.
+
 **The heatmap** (Grad-CAM and relatives, from pytorch-grad-cam) colours the regions whose features moved
 the model's score toward a class: red is strong, blue is none. For the wild model it is computed on the
 ViT's 14x14 grid of 16-pixel patches of the 224x224 input; for the CIFAKE models on 2x2 to 4x4 feature
@@ -452,7 +496,8 @@ def build_demo() -> gr.Blocks:
                     "that it was generated by AI, a heatmap of the regions that drove the decision, a tile map of "
                     "where it looks generated, and its sharpness and noise. Photos and renders are judged by the "
                     "wild track (CLIP ViT-B/16 trained on real-world images); 32x32 thumbnails by the CIFAKE track. "
-                    "A verdict is evidence, not proof: see *How to read this*.")
+                    "Content Credentials (C2PA), metadata, generation parameters and invisible watermarks are "
+                    "shown beside the verdict as evidence. A verdict is evidence, not proof: see *How to read this*.")
         for note in NOTES:
             gr.Markdown(f"> **Note:** {note}")
         with gr.Tab("Analyse"):
@@ -471,6 +516,7 @@ def build_demo() -> gr.Blocks:
                                       "32x32 test images (real_*, fake_*); sources in assets/examples/SOURCES.md")
                 with gr.Column(scale=3):
                     verdict = gr.Markdown("Drop an image to start.", elem_id="verdict")
+                    evidence = gr.Markdown(elem_id="evidence")
                     probs = gr.Label(label="P(real) and P(fake)", show_label=False)
                     with gr.Row():
                         seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png")
@@ -497,7 +543,7 @@ def build_demo() -> gr.Blocks:
             jpeg = gr.Markdown()
             with gr.Accordion("JSON (what /predict and /explain return)", open=False):
                 raw = gr.JSON()
-            outputs = [verdict, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, background,
+            outputs = [verdict, evidence, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, background,
                        tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
             gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
                   outputs, api_name="analyse", api_visibility="undocumented", preprocess=False)

@@ -10,6 +10,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from . import provenance
 from .checkpoint import CheckpointError
 from .data import iter_sources, printable
 from .predict import AUTO, AutoPredictor, Predictor, load, pick, shipped_models
@@ -25,15 +26,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "32x32-sized images go to the CIFAKE track, anything larger to the wild track)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image per line")
     pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--no-evidence", action="store_true", help="skip the provenance evidence (C2PA, metadata, "
+                    "watermarks) shown beside each verdict")
     sub.add_parser("models", help="list the shipped models")
     return p
 
 
 def _batches(paths: list[str], predictor: Predictor | AutoPredictor, batch_size: int,
-             errors: list) -> Iterator[tuple[Predictor, str, list[str], np.ndarray]]:
+             errors: list, evidence: bool = True) -> Iterator[tuple[Predictor, list, list[str], np.ndarray]]:
     """Decode inputs in batches of one model each; bad files go to ``errors`` (and stderr) and the run goes on.
 
-    Yields ``(predictor, reason, names, arrays)``; with an AutoPredictor each image is routed first.
+    Yields ``(predictor, [(reason, evidence)], names, arrays)``; with an AutoPredictor each image is routed first.
     """
     pending: dict[str, tuple[list[str], list[np.ndarray], list[str]]] = {}
     for name, data, err in iter_sources(paths):
@@ -45,7 +48,7 @@ def _batches(paths: list[str], predictor: Predictor | AutoPredictor, batch_size:
                 names, arrays, reasons = pending.setdefault(pred.name, ([], [], []))
                 arrays.append(array)
                 names.append(name)
-                reasons.append(reason)
+                reasons.append((reason, provenance.gather(data) if evidence else None))
                 if len(arrays) == batch_size:
                     yield pred, reasons, names, np.stack(arrays)
                     pending.pop(pred.name)
@@ -73,14 +76,20 @@ def predict_command(args: argparse.Namespace) -> int:
         print(f"{'p_fake':>8}  {'label':<5}  {'model':<9} path    ({how})")
     with tqdm(desc="predict", unit="img", file=sys.stderr, delay=2.0, mininterval=0.5) as bar:
         try:
-            for pred, reasons, names, arrays in _batches(args.paths, predictor, args.batch_size, errors):
-                for name, reason, p in zip(names, reasons, pred.predict_arrays(arrays)):
+            for pred, reasons, names, arrays in _batches(args.paths, predictor, args.batch_size, errors,
+                                                         not args.no_evidence):
+                for name, (reason, ev), p in zip(names, reasons, pred.predict_arrays(arrays)):
                     label = pred.label(p)
                     if args.json:
-                        print(json.dumps({"path": name, "p_fake": round(float(p), 6), "label": label,
-                                          "model": pred.name, "threshold": pred.threshold, "reason": reason}), flush=False)
+                        out = {"path": name, "p_fake": round(float(p), 6), "label": label, "model": pred.name,
+                               "threshold": pred.threshold, "reason": reason}
+                        if ev is not None:
+                            out["evidence"] = ev.to_dict()
+                        print(json.dumps(out), flush=False)
                     else:
-                        print(f"{p:8.4f}  {label:<5}  {pred.name:<9} {name}")
+                        top = ev.strongest if ev is not None else None
+                        print(f"{p:8.4f}  {label:<5}  {pred.name:<9} {name}" + (f"  [{top.strength}: {top.title}]"
+                                                                               if top else ""))
                 n += len(names)
                 bar.update(len(names))
         except CheckpointError as e:

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from . import provenance
 from .data import iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
@@ -58,6 +59,7 @@ class Analysis:
     background_share: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     tiles: list[dict] = field(default_factory=list)  # wild track: P(fake) of native-resolution tiles
+    evidence: provenance.Evidence | None = None  # C2PA, metadata, watermarks: beside P(fake), never blended in
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -106,6 +108,8 @@ class Analysis:
             out["background_area"] = round(self.background_area, 4)
         if self.tiles:
             out["tiles"] = [{"box": list(t["box"]), "p_fake": round(t["p_fake"], 4)} for t in self.tiles]
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.to_dict()
         return out
 
 
@@ -136,8 +140,9 @@ def _decode(src: ImageSource, input_size: int, keep_full: bool = False
 
 
 def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None = None, method: str = "GradCAM",
-            with_stats: bool = True, reason: str = "", max_tiles: int = TILES) -> Analysis:
-    """Everything the app shows for one image. Without an explainer, no heatmaps (and no tile map) are computed."""
+            with_stats: bool = True, reason: str = "", max_tiles: int = TILES, with_evidence: bool = True) -> Analysis:
+    """Everything the app shows for one image. Without an explainer, no heatmaps (and no tile map) are computed.
+    The provenance evidence (``detector.provenance``) needs the file itself: a path or bytes."""
     t = {"start": time.perf_counter()}
     tiles_wanted = explainer is not None and predictor.input_size > 64 and max_tiles > 0
     model_input, display, size, fmt, quality, full = _decode(src, predictor.input_size, keep_full=tiles_wanted)
@@ -165,14 +170,24 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
     if with_stats:
         a.stats = image_stats(model_input)
         t["stats"] = time.perf_counter()
+    if with_evidence and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
+        a.evidence = provenance.gather(src)
+        t["evidence"] = time.perf_counter()
     marks = list(t.items())
     a.seconds = {k: v - marks[i][1] for i, (k, v) in enumerate(marks[1:])}
     a.seconds["total"] = marks[-1][1] - marks[0][1]
     return a
 
 
+def evidence_columns(ev: provenance.Evidence) -> dict:
+    """The Batch tab's evidence columns (CSV-friendly) plus the full findings (JSON)."""
+    d = ev.to_dict()
+    return {"evidence": d["headline"] if d["strongest"] else "", "evidence_strength": d["strongest"] or "",
+            "evidence_claim": d["claim"] or "", "evidence_findings": d["findings"], "evidence_notes": d["notes"]}
+
+
 def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
-               chunk: int = 256) -> Iterator[tuple[list[dict], list[dict], int]]:
+               chunk: int = 256, with_evidence: bool = True) -> Iterator[tuple[list[dict], list[dict], int]]:
     """Predict every image under ``paths`` (files, folders, zips) in chunks.
 
     With an AutoPredictor each file goes to the track its size picks (rows name the model and why).
@@ -190,18 +205,20 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
         return printable(path)
 
     done, rows, errors = 0, [], []
-    pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [(name, quality, reason)], arrays)
+    pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [(name, quality, reason, ev)], arrays)
 
     def flush():
         for pred, meta, arrays in pending.values():
             if not arrays:
                 continue
             p = pred.predict_arrays(np.stack(arrays))
-            for (name, qual, reason), img, pi in zip(meta, arrays, p):
+            for (name, qual, reason, ev), img, pi in zip(meta, arrays, p):
                 row = {"file": name, "p_fake": round(float(pi), 6), "label": pred.label(float(pi)),
                        "verdict": verdict(float(pi), pred.threshold), "model": pred.name, "reason": reason,
                        "jpeg_quality": qual}
                 row.update({k: round(v, 6) for k, v in image_stats(img).items()})
+                if ev is not None:
+                    row.update(evidence_columns(ev))
                 rows.append(row)
         pending.clear()
 
@@ -215,7 +232,7 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 quality = jpeg_quality(open_image(io.BytesIO(data)))
                 group = pending.setdefault(pred.name, (pred, [], []))
                 group[2].append(array)
-                group[1].append((name, quality, reason))
+                group[1].append((name, quality, reason, provenance.gather(data) if with_evidence else None))
             except ImageError as e:
                 err = str(e)
         if err is not None:

@@ -20,6 +20,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -80,7 +81,9 @@ def open_image(src: ImageSource) -> Image.Image:
         raise ImageError(f"not a recognised image; accepted: {ACCEPTED}") from None
     except Image.DecompressionBombError:
         raise ImageError(f"refused: the file claims more than {MAX_PIXELS // 1_000_000} megapixels") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except ValueError as e:
+        img = _open_without_png_text(src, e)  # a text-chunk bomb costs the metadata, not the image
+    except (OSError, SyntaxError, EOFError) as e:
         raise ImageError(f"cannot read image ({e})") from None
     w, h = img.size
     if w * h > MAX_PIXELS or w < 1 or h < 1:
@@ -88,6 +91,40 @@ def open_image(src: ImageSource) -> Image.Image:
         if w < 1 or h < 1:
             raise ImageError(f"image has no pixels ({w}x{h})")
         raise ImageError(f"refused: {w}x{h} is more than {MAX_PIXELS // 1_000_000} megapixels")
+    return img
+
+
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _open_without_png_text(src: ImageSource, error: ValueError) -> Image.Image:
+    """Pillow refuses a PNG whose text chunks expand past its limits (a zlib bomb in zTXt or iTXt) before
+    any pixel is read. The pixels are still an image: reopen it with the text chunks dropped and say so
+    in ``img.text_stripped`` (the evidence panel shows it)."""
+    if isinstance(src, (str, os.PathLike)):
+        data = Path(src).read_bytes()
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    else:
+        src.seek(0)
+        data = src.read()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ImageError(f"cannot read image ({error})") from None
+    out, i = [data[:8]], 8
+    while i + 12 <= len(data):  # length, type, data, CRC
+        n = int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8]
+        if kind not in PNG_TEXT_CHUNKS:
+            out.append(data[i:i + 12 + n])
+        i += 12 + n
+        if kind == b"IEND":
+            break
+    try:
+        img = Image.open(io.BytesIO(b"".join(out)))
+        img.seek(0)
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"cannot read image ({e})") from None
+    img.text_stripped = f"PNG text chunks dropped: {error} (a decompression bomb); the pixels were judged"
     return img
 
 

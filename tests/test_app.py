@@ -55,11 +55,12 @@ def test_every_shipped_model_is_offered():
 
 def test_analyse_ui_fills_every_output():
     out = app.analyse_ui(str(FAKE_EXAMPLE), "cnn", "GradCAM++")
-    assert len(out) == 17 and all(o is not None for o in out)
-    verdict, probs, *_, summary = out
+    assert len(out) == 18 and all(o is not None for o in out)
+    verdict, evidence, probs, *_, summary = out
     assert "P(fake)" in verdict and probs["fake"] == pytest.approx(summary["p_fake"], abs=1e-6)
     assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++" and "by hand" in summary["reason"]
-    stats_rows = out[12]
+    stats_rows = out[13]
+    assert "Evidence beyond the classifier" in evidence and summary["evidence"]["findings"] == []
     assert [r[0] for r in stats_rows] == [v[0] for v in app.STATS.values()]
 
 
@@ -70,7 +71,7 @@ def test_auto_picks_the_track_by_size_and_says_why(example, model):
     verdict, summary = out[0], out[-1]
     assert summary["model"] == model and "judged it" in summary["reason"] and "Why this model" in verdict
     if example == "wild_real_iphone6.jpg":  # 1600x1200: large enough for the tile map
-        assert 1 <= len(summary["tiles"]) <= 4 and out[8].value is not None
+        assert 1 <= len(summary["tiles"]) <= 4 and out[9].value is not None
         assert all(0 <= t["p_fake"] <= 1 for t in summary["tiles"])
 
 
@@ -80,8 +81,36 @@ def test_wild_model_tells_the_wild_examples_apart():
     assert p["wild_real_iphone6.jpg"] < min(p["wild_fake_recraft_v3.jpg"], p["wild_fake_flux.jpg"]), p
 
 
+def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp_path):
+    from bench import artefacts as art
+
+    ca = art.test_ca("Evidence Test Lab")
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(art.c2pa_sign(art.encode(art.photo_like(320, 240), "JPEG", quality=90), ca))
+    sd = tmp_path / "a1111.png"
+    sd.write_bytes(art.png_with_text(art.photo_like(300, 300), {"parameters": art.A1111}))
+    out = app.analyse_ui(str(signed), "auto", "GradCAM")
+    verdict, evidence, summary = out[0], out[1], out[-1]
+    assert verdict.startswith("## Content Credentials signed by Evidence Test Lab (certificate not on the trust list) "
+                              "declare this image AI-generated")
+    assert "P(fake) = " in verdict and "The classifier, separately" in verdict  # kept beside, not overridden
+    assert "Declared in the file's metadata" in evidence and "trust anchors" in evidence
+    assert summary["evidence"]["findings"][0]["source"] == "c2pa"
+    assert 0 <= summary["p_fake"] <= 1
+    assert app.predict(str(sd))["evidence"]["findings"][0]["details"]["tool"] == "AUTOMATIC1111/Forge"
+    summary_md, _table, downloads, _ = app.batch_ui([str(signed), str(sd), str(FAKE_EXAMPLE)], "auto",
+                                                   progress=lambda *a, **k: None)
+    assert "2 carry provenance evidence" in summary_md
+    with open(downloads[0], newline="", encoding="utf-8") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert rows["signed.jpg"]["evidence_strength"] == "declared" and rows["a1111.png"]["evidence_claim"] == "ai-generated"
+    assert rows[FAKE_EXAMPLE.name]["evidence"] == ""
+    results = json.loads(Path(downloads[1]).read_text())["results"]
+    assert any(f["source"] == "png-text" for r in results for f in r["evidence_findings"])
+
+
 def test_analyse_ui_clear_returns_empty_outputs():
-    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 17
+    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 18
 
 
 def test_serving_settings_threads_and_analytics(monkeypatch):

@@ -76,3 +76,17 @@ def test_unknown_model_and_missing_path_are_clear_errors(inputs, tiny_checkpoint
     assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("predict", folder / "missing.png", "--model", tiny_checkpoint, "--json")
     assert r.returncode == 1 and "missing.png: no such file" in r.stderr and r.stdout == ""
+
+
+def test_predict_shows_provenance_evidence_and_can_skip_it(tiny_checkpoint, tmp_path):
+    from bench import artefacts as art
+
+    sd = tmp_path / "a1111.png"
+    sd.write_bytes(art.png_with_text(art.photo_like(64, 64), {"parameters": art.A1111}))
+    row = json.loads(run_cli("predict", sd, "--model", tiny_checkpoint, "--json").stdout)
+    assert row["evidence"]["strongest"] == "declared" and row["evidence"]["claim"] == "ai-generated"
+    assert row["evidence"]["findings"][0]["details"]["Seed"] == "1234567890"
+    table = run_cli("predict", sd, "--model", tiny_checkpoint).stdout
+    assert "[declared: Generation parameters from AUTOMATIC1111/Forge" in table
+    row = json.loads(run_cli("predict", sd, "--model", tiny_checkpoint, "--json", "--no-evidence").stdout)
+    assert "evidence" not in row

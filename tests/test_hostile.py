@@ -297,7 +297,7 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, 
     if expect == OK:
         out = app.predict(upload, model)
         assert 0 <= out["p_fake"] <= 1 and out["model"] == model
-        assert len(app.analyse_ui(upload, model, "GradCAM")) == 17
+        assert len(app.analyse_ui(upload, model, "GradCAM")) == 18
     else:
         for call in (lambda: app.predict(upload, model), lambda: app.analyse_ui(upload, model, "GradCAM")):
             with pytest.raises(gr.Error) as e:
