@@ -172,7 +172,7 @@ def verdict_markdown(a: Analysis) -> str:
     if top is None:
         return f"## {head}\n{classifier}"
     return (f"## {top.title}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
-            f"**The classifier, separately: {head.lower()}.** {classifier}")
+            f"**The classifier, separately: {head[0].lower() + head[1:]}.** {classifier}")
 
 
 STRENGTH_WORDS = {"verified": "Cryptographically verified", "declared": "Declared in the file's metadata",

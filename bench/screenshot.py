@@ -1,6 +1,8 @@
 """Screenshot the web app for the README with the browser tooling the tests use (Playwright + Chromium).
 
     python -m bench.screenshot [--image assets/examples/fake_cat.jpg] [--out assets/screenshot.png]
+    python -m bench.screenshot --image assets/examples/wild_fake_flux.jpg --sign-c2pa --height 900 \
+        --out assets/screenshot_evidence.png   # the Evidence panel, on a copy signed here by a test CA
 
 Launches the app on a free local port, uploads the image, waits for the verdict and the heatmap, and
 saves a PNG of the page. Needs Debian's Chromium (``apt-get install chromium``).
@@ -12,6 +14,7 @@ import argparse
 import io
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -27,6 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=1500)
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    p.add_argument("--sign-c2pa", action="store_true", help="upload a copy of the image with a C2PA manifest "
+                   "declaring it AI-generated, signed by a test certificate authority made on the spot "
+                   "(bench/artefacts.py), to show the Evidence panel")
     return p
 
 
@@ -35,6 +41,12 @@ def main(args: argparse.Namespace) -> None:
 
     import app
 
+    if args.sign_c2pa:
+        from bench import artefacts
+
+        signed = Path(tempfile.mkdtemp()) / Path(args.image).name
+        signed.write_bytes(artefacts.c2pa_sign(Path(args.image).read_bytes(), artefacts.test_ca("Example AI Lab")))
+        args.image = str(signed)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -47,6 +59,7 @@ def main(args: argparse.Namespace) -> None:
             page.locator("#upload input[type=file]").set_input_files(args.image)
             expect(page.locator("#verdict")).to_contain_text("P(fake) =", timeout=120_000)
             expect(page.locator("#heatmap img")).to_be_visible(timeout=60_000)
+            expect(page.locator("#evidence")).to_contain_text("Evidence beyond the classifier", timeout=60_000)
             page.wait_for_timeout(1500)  # let the remaining images finish loading
             png = page.screenshot(full_page=False)
             browser.close()

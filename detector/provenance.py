@@ -67,6 +67,13 @@ SOURCE_TYPES = {
     "dataDrivenMedia": ("synthetic", "rendered from data"),
 }
 AI_CLAIMS = ("ai-generated", "ai-edited", "synthetic")
+# C2PA validation codes (c2pa-rs) that say the pixels no longer match what was signed
+PIXEL_HASH_FAILURES = ("assertion.dataHash.mismatch", "assertion.boxesHash.mismatch", "assertion.bmffHash.mismatch",
+                       "assertion.collectionHash.mismatch")
+CREDENTIAL_FAILURES = {"signingCredential.untrusted": "certificate not on the trust list",
+                       "signingCredential.expired": "certificate expired",
+                       "signingCredential.revoked": "certificate revoked",
+                       "signingCredential.invalid": "certificate invalid"}
 # Software names that AI generators and front ends write into Software, CreatorTool, Credit, ...
 AI_SOFTWARE = re.compile(
     r"midjourney|dall[-·\s]?e|openai|chatgpt|stable\s*diffusion|sdxl|comfyui|automatic1111|forge|novelai|invokeai|"
@@ -89,6 +96,8 @@ LIMITS = {
     "c2pa-untrusted": "The signing certificate is not on the trust list: anyone can make a certificate with "
                       "any name, so who signed is not established.",
     "c2pa-tampered": "The image changed after it was signed, so the claim no longer describes these pixels.",
+    "c2pa-broken": "The signature or the manifest's own hashes do not verify: who made the claim, and whether it "
+                   "was altered, is unknown.",
     "metadata": "Metadata is trivially stripped, edited or copied from another file; absence proves nothing.",
     "camera": "Camera EXIF can be copied into a generated image; it says which device wrote the file, not "
               "that the scene was photographed.",
@@ -271,8 +280,11 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
     results = (store.get("validation_results") or {}).get("activeManifest") or {}
     failures = [f.get("code", "") for f in results.get("failure", [])]
     failures += [s.get("code", "") for s in store.get("validation_status") or [] if s.get("code")]
-    tampered = any("mismatch" in c or c.startswith(("assertion.missing", "claimSignature.mismatch")) for c in failures)
-    untrusted = any(c.startswith("signingCredential.") and c != "signingCredential.trusted" for c in failures)
+    pixels_changed = any(c in PIXEL_HASH_FAILURES for c in failures)
+    manifest_broken = not pixels_changed and any(c.startswith(("claimSignature.", "assertion.", "claim.", "manifest."))
+                                                 and c not in ("claimSignature.validated", "claimSignature.insideValidity")
+                                                 for c in failures)
+    credential = sorted({CREDENTIAL_FAILURES.get(c, c) for c in failures if c.startswith("signingCredential.")})
     sig = m.get("signature_info") or {}
     cert = _certificate(cr or {}, label)
     signer = sig.get("issuer") or cert.get("subject", {}).get("O") or sig.get("common_name") or "an unnamed signer"
@@ -306,13 +318,17 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
             "synthetic": "declare this image synthetic", "camera": "declare this image a camera capture",
             "edited": f"declare this image {meaning}", "human-made": "declare this image human-made digital art",
             }.get(claim, "are attached, with no statement of how the image was made")
-    if tampered:
+    if pixels_changed:
         return Finding("c2pa", "declared", claim, f"Content Credentials from {signer} {what}, but the image was "
                        "changed after signing (hash mismatch)",
                        "Someone signed a claim about an earlier version of this file.", LIMITS["c2pa-tampered"], details)
-    if untrusted or state != "Trusted":
-        return Finding("c2pa", "declared", claim, f"Content Credentials signed by {signer} (certificate not on the "
-                       f"trust list) {what}",
+    if manifest_broken:
+        return Finding("c2pa", "declared", claim, f"Content Credentials from {signer} {what}, but the manifest does "
+                       "not verify (signature or assertion hash mismatch)",
+                       "The file carries a C2PA manifest; it cannot be relied on.", LIMITS["c2pa-broken"], details)
+    if credential or state != "Trusted":
+        why = ", ".join(credential) or "certificate not on the trust list"
+        return Finding("c2pa", "declared", claim, f"Content Credentials signed by {signer} ({why}) {what}",
                        "The manifest is intact and bound to these pixels.", LIMITS["c2pa-untrusted"], details)
     return Finding("c2pa", "verified", claim, f"Signed Content Credentials from {signer} {what}",
                    f"{signer} signed this claim about exactly these pixels (signature and hashes valid, certificate "

@@ -278,3 +278,18 @@ def test_evidence_ranks_the_strongest_first(ca, signed):
     d = ev.to_dict()
     assert d["strongest"] == "verified" and d["claim"] == "ai-generated" and d["findings"][0]["source"] == "c2pa"
     assert np.isfinite(d["ms"])
+
+
+@pytest.mark.parametrize("codes,expect", [
+    (["signingCredential.expired"], "(certificate expired)"),
+    (["claimSignature.mismatch"], "the manifest does not verify"),
+    (["assertion.hashedURI.mismatch"], "the manifest does not verify"),
+    (["assertion.dataHash.mismatch", "signingCredential.untrusted"], "changed after signing"),
+])
+def test_c2pa_failure_codes_are_named_in_the_finding(codes, expect):
+    store = {"active_manifest": "m", "validation_state": "Invalid",
+             "manifests": {"m": {"signature_info": {"issuer": "Camera Maker"}, "assertions": []}},
+             "validation_results": {"activeManifest": {"failure": [{"code": c} for c in codes]}}}
+    f = pv.c2pa_finding(store)
+    assert f.strength == "declared" and expect in f.title and f.details["failures"] == sorted(codes)
+    assert "no statement of how the image was made" in f.title
