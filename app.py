@@ -157,6 +157,8 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
         raise UserError(f"{shown}: {e}") from None
     except ExplainError as e:
         raise UserError(str(e)) from None
+    finally:
+        serving.release_freed_memory()  # the request's tensors are freed: give the pages back
 
 
 # --- rendering helpers: Analysis -> what the page shows -------------------------------------------

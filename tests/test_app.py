@@ -130,6 +130,24 @@ def test_serving_settings_threads_and_analytics(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_freed_memory_goes_back_to_the_os():
+    import platform
+
+    import torch
+
+    from detector import serving
+
+    rss = lambda: int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS:")).split()[1])  # noqa: E731
+    blocks = [torch.ones(16 * 1024) for _ in range(8192)]  # 512 MB in 64 KB blocks: heap, not mmap
+    kept = blocks[::8]  # the survivors pin the heap, so free() alone cannot shrink it
+    del blocks
+    before = rss()
+    trimmed = serving.release_freed_memory()
+    if platform.libc_ver()[0] == "glibc":
+        assert trimmed and rss() < before - 200 * 1024, (before, rss())
+    del kept
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is text, not a JPEG")
