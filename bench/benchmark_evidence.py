@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import time
 from pathlib import Path
@@ -97,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    started = time.perf_counter()
     rows = time_gather(corpus(), args.runs)
     print(f"{'file':<32} {'size':>10} {'ms':>7}  found   (torch threads {torch.get_num_threads()})")
     for r in rows:
@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in surv:
         print(f"{r['watermark']:<46} {r['size']:>5}  {r['edit']:<26} {'yes' if r['found'] else 'no ':<5}  {r['agreement']}")
     if args.save:
-        out = ROOT / "docs" / "results" / "evidence.json"
-        out.write_text(json.dumps({"command": "python -m bench.benchmark_evidence --save", "runs": args.runs,
-                                   "median_ms": med, "timing": rows, "watermark_survival": surv}, indent=1) + "\n")
+        from train.results import save_result
+
+        out = save_result("evidence", {"runs": args.runs, "median_ms": med, "timing": rows,
+                                       "watermark_survival": surv}, started=started)
         print(f"wrote {out.relative_to(ROOT)}")
     return 0
 
