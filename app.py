@@ -38,6 +38,7 @@ from detector.plots import StatHistogramPainter, figure_to_array, model_report
 from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,
                               checkpoint_dir, choose_track, hub_settings, image_size, is_backbone, shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
+from detector.provenance import AI_CLAIMS
 from detector.stats import STATS, Reference, log_spectrum
 
 log = logging.getLogger("app")
@@ -173,8 +174,18 @@ def verdict_markdown(a: Analysis) -> str:
     top = a.evidence.strongest if a.evidence else None
     if top is None:
         return f"## {head}\n{classifier}"
-    return (f"## {top.title}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
-            f"**The classifier, separately: {head[0].lower() + head[1:]}.** {classifier}")
+    if leads(top):
+        return (f"## {top.title}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
+                f"**The classifier, separately: {head[0].lower() + head[1:]}.** {classifier}")
+    return (f"## {head}\n**Evidence first:** {top.title} (*{STRENGTH_WORDS[top.strength].lower()}*; see Evidence "
+            f"below).\n\n{classifier}")
+
+
+def leads(f) -> bool:
+    """Whether a finding replaces the classifier's verdict as the headline: a verified signature, or intact
+    evidence of AI. Metadata is forged to hide AI far more than to claim it, so a copied camera EXIF or a
+    broken manifest is stated first but under the classifier's headline."""
+    return f.details.get("intact", True) and (f.strength == "verified" or f.claim in AI_CLAIMS)
 
 
 STRENGTH_WORDS = {"verified": "Cryptographically verified", "declared": "Declared in the file's metadata",

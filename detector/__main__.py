@@ -48,7 +48,7 @@ def _batches(paths: list[str], predictor: Predictor | AutoPredictor, batch_size:
                 names, arrays, reasons = pending.setdefault(pred.name, ([], [], []))
                 arrays.append(array)
                 names.append(name)
-                reasons.append((reason, provenance.gather(data) if evidence else None))
+                reasons.append((reason, provenance.gather_within(data) if evidence else None))
                 if len(arrays) == batch_size:
                     yield pred, reasons, names, np.stack(arrays)
                     pending.pop(pred.name)

@@ -6,7 +6,6 @@ one request in the app's Analyse tab, and ``batch_rows`` is the Batch tab's per-
 
 from __future__ import annotations
 
-import concurrent.futures
 import io
 import os
 import time
@@ -21,14 +20,13 @@ from .data import iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
 from .predict import AutoPredictor, Predictor, pick
-from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_rgb
+from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, orientation, to_rgb
 from .stats import image_stats, jpeg_quality
 
 UNCERTAIN_MARGIN = 0.15  # P(fake) within this distance of the threshold is reported as "uncertain"
 LARGE_FACTOR = 2  # an upload more than this many times the input size (per side) gets a plain warning
 DISPLAY_SIZE = 512  # longest side of the original shown back to the user
 TILES = 4  # native-resolution tiles in the wild track's tile map (each costs one backbone pass)
-_EVIDENCE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="evidence")
 
 
 def verdict(p_fake: float, threshold: float, margin: float = UNCERTAIN_MARGIN) -> str:
@@ -125,7 +123,7 @@ def _decode(src: ImageSource, input_size: int, keep_full: bool = False
     img = open_image(src)
     fmt, quality = img.format, jpeg_quality(img)
     w, h = img.size  # before the draft decode below shrinks it; swapped if EXIF rotates by 90 degrees
-    size = (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+    size = (h, w) if orientation(img) in (5, 6, 7, 8) else (w, h)
     full = None
     try:
         if fmt == "JPEG" and not keep_full:
@@ -148,7 +146,7 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
     t = {"start": time.perf_counter()}
     # The evidence is mostly Python and file parsing, the model mostly PyTorch kernels that release the GIL:
     # read it in a worker thread while the model runs.
-    evidence = (_EVIDENCE_POOL.submit(provenance.gather, src)
+    evidence = (provenance.submit(src)
                 if with_evidence and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)) else None)
     tiles_wanted = explainer is not None and predictor.input_size > 64 and max_tiles > 0
     model_input, display, size, fmt, quality, full = _decode(src, predictor.input_size, keep_full=tiles_wanted)
@@ -177,7 +175,7 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
         a.stats = image_stats(model_input)
         t["stats"] = time.perf_counter()
     if evidence is not None:
-        a.evidence = evidence.result()
+        a.evidence = provenance.result(evidence)  # bounded: a slow file costs its evidence, not the verdict
         t["evidence (wait)"] = time.perf_counter()
     marks = list(t.items())
     a.seconds = {k: v - marks[i][1] for i, (k, v) in enumerate(marks[1:])}
@@ -238,7 +236,7 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 quality = jpeg_quality(open_image(io.BytesIO(data)))
                 group = pending.setdefault(pred.name, (pred, [], []))
                 group[2].append(array)
-                group[1].append((name, quality, reason, provenance.gather(data) if with_evidence else None))
+                group[1].append((name, quality, reason, provenance.gather_within(data) if with_evidence else None))
             except ImageError as e:
                 err = str(e)
         if err is not None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, resolve
 from .engine import predict_logits, sigmoid
-from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, to_batch
+from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, orientation, to_batch
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def image_size(src: ImageSource) -> tuple[int, int]:
     w, h = img.size
     if hasattr(src, "seek"):
         src.seek(0)
-    return (h, w) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+    return (h, w) if orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 def load(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",

@@ -95,6 +95,7 @@ def open_image(src: ImageSource) -> Image.Image:
 
 
 PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+MAX_STRIP_BYTES = 256 * 1024 * 1024  # larger PNGs with a text bomb are refused rather than read into memory
 
 
 def _open_without_png_text(src: ImageSource, error: ValueError) -> Image.Image:
@@ -102,6 +103,8 @@ def _open_without_png_text(src: ImageSource, error: ValueError) -> Image.Image:
     any pixel is read. The pixels are still an image: reopen it with the text chunks dropped and say so
     in ``img.text_stripped`` (the evidence panel shows it)."""
     if isinstance(src, (str, os.PathLike)):
+        if os.path.getsize(src) > MAX_STRIP_BYTES:
+            raise ImageError(f"cannot read image ({error})") from None
         data = Path(src).read_bytes()
     elif isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
@@ -143,9 +146,19 @@ def _array_to_pil(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a)
 
 
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8), or 1 where the metadata cannot be read (Pillow raises on some malformed
+    tags, e.g. a TIFF whose XMP tag is stored as text): bad metadata must not cost the image."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 (Pillow's EXIF parser raises TypeError, ValueError, struct.error...)
+        return 1
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB with EXIF orientation applied; alpha composited over white, 16-bit rescaled."""
-    img = ImageOps.exif_transpose(img)
+    if orientation(img) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -281,6 +294,6 @@ def jpeg_recompress(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 __all__ = [
     "INPUT_SIZE", "MEAN", "STD", "CLASSES", "ACCEPTED", "ImageError", "AugmentConfig",
-    "open_image", "to_rgb", "load_rgb", "fit_to_input", "load_image", "to_batch", "normalize",
+    "open_image", "orientation", "to_rgb", "load_rgb", "fit_to_input", "load_image", "to_batch", "normalize",
     "augment_batch", "jpeg_recompress", "down_up",
 ]

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +37,10 @@ from PIL import ExifTags, Image, IptcImagePlugin
 STRENGTHS = ("verified", "declared", "heuristic")
 MAX_BYTES = 64 * 1024 * 1024  # files larger than this get no evidence (the app accepts 25 MB)
 MAX_XMP_BYTES = 1024 * 1024  # larger XMP packets are skipped, not parsed
-MAX_TEXT_VALUE = 256 * 1024  # longer PNG text values are cut before parsing
+MAX_TEXT_VALUE = 8 * 1024 * 1024  # longer text values (PNG chunks, EXIF UserComment) are cut before parsing
+MAX_SETTINGS_LINE = 8 * 1024  # A1111's "Steps: ..., Sampler: ..." line is read up to this length
 C2PA_TIMEOUT_S = float(os.environ.get("DETECTOR_C2PA_TIMEOUT", "3"))
+EVIDENCE_TIMEOUT_S = C2PA_TIMEOUT_S + 2  # what a request waits for the whole evidence before going on without it
 TRUST_ENV = "DETECTOR_C2PA_TRUST_ANCHORS"  # a PEM file of extra trust anchors (e.g. the C2PA trust list)
 WATERMARK_PIXELS = 65_536  # smaller images are not checked (invisible-watermark's own minimum)
 WATERMARK_BLOCKS = 4_096  # 4x4 blocks of the LL band read at most (a 512x512 image has this many)
@@ -62,11 +65,11 @@ SOURCE_TYPES = {
     "compositeCapture": ("edited", "a composite of captures"),
     "composite": ("edited", "a composite"),
     "digitalArt": ("human-made", "digital art made by a person"),
-    "virtualRecording": ("synthetic", "a recording of a virtual scene"),
+    "virtualRecording": ("synthetic", "a recording of a virtual (rendered) scene"),
     "screenCapture": ("edited", "a screen capture"),
-    "dataDrivenMedia": ("synthetic", "rendered from data"),
+    "dataDrivenMedia": ("human-made", "a visualisation of data"),
 }
-AI_CLAIMS = ("ai-generated", "ai-edited", "synthetic")
+AI_CLAIMS = ("ai-generated", "ai-edited")  # what the headline and the ranking favour
 # C2PA validation codes (c2pa-rs) that say the pixels no longer match what was signed
 PIXEL_HASH_FAILURES = ("assertion.dataHash.mismatch", "assertion.boxesHash.mismatch", "assertion.bmffHash.mismatch",
                        "assertion.collectionHash.mismatch")
@@ -95,6 +98,8 @@ LIMITS = {
                     "credentials say who signed, not whether the signer told the truth.",
     "c2pa-untrusted": "The signing certificate is not on the trust list: anyone can make a certificate with "
                       "any name, so who signed is not established.",
+    "c2pa-credential": "The signing certificate had expired or was revoked when checked: the signature no longer "
+                       "vouches for who signed.",
     "c2pa-tampered": "The image changed after it was signed, so the claim no longer describes these pixels.",
     "c2pa-broken": "The signature or the manifest's own hashes do not verify: who made the claim, and whether it "
                    "was altered, is unknown.",
@@ -126,8 +131,9 @@ class Evidence:
     seconds: float = 0.0
 
     def ranked(self) -> list[Finding]:
-        """Strongest first; among equals, claims of AI before others."""
-        return sorted(self.findings, key=lambda f: (STRENGTHS.index(f.strength), f.claim not in AI_CLAIMS))
+        """Strongest first; among equals, intact before broken (a tampered manifest), then claims of AI."""
+        return sorted(self.findings, key=lambda f: (STRENGTHS.index(f.strength), not f.details.get("intact", True),
+                                                    f.claim not in AI_CLAIMS))
 
     @property
     def strongest(self) -> Finding | None:
@@ -168,9 +174,33 @@ def gather(src: str | os.PathLike | bytes, c2pa_timeout: float = C2PA_TIMEOUT_S,
     for reader in (lambda: read_c2pa(data, ev, c2pa_timeout, trust_pem), lambda: read_metadata(data, ev, watermarks)):
         try:
             reader()
-        except Exception as e:  # a reader bug or a library's surprise must not cost the verdict
+        except Exception as e:  # noqa: BLE001 (a reader bug or a library surprise must not cost the verdict)
             ev.notes.append(f"evidence reader failed ({type(e).__name__}: {e}); the rest is shown")
     return _done(ev, t0)
+
+
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="evidence")
+
+
+def submit(src: str | os.PathLike | bytes) -> concurrent.futures.Future:
+    """Start :func:`gather` in a worker thread (the app reads the evidence while its model runs)."""
+    return _POOL.submit(gather, src)
+
+
+def result(future: concurrent.futures.Future, timeout: float = EVIDENCE_TIMEOUT_S) -> Evidence:
+    """The evidence of a :func:`submit`, or, past ``timeout`` seconds, an empty one that says so: a file that
+    makes a reader slow costs its evidence, never the verdict."""
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        return Evidence(notes=[f"evidence not read: it took longer than {timeout:g} s"], trust=trust_description(),
+                        seconds=timeout)
+
+
+def gather_within(src: str | os.PathLike | bytes, timeout: float = EVIDENCE_TIMEOUT_S) -> Evidence:
+    """:func:`gather` with a bound on the wait (the CLI and the Batch tab)."""
+    return result(submit(src), timeout)
 
 
 def _done(ev: Evidence, t0: float) -> Evidence:
@@ -188,7 +218,7 @@ def _read(src) -> bytes | None:
 
 # --- C2PA -------------------------------------------------------------------------------------------
 
-_C2PA_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="c2pa")
+_C2PA_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2pa")
 
 
 def trust_anchors(trust_pem: str | None = None) -> str | None:
@@ -232,7 +262,7 @@ def _c2pa_read(data: bytes, trust_pem: str | None) -> tuple[dict, dict] | None:
         store = json.loads(reader.json())
         try:
             cr = json.loads(reader.crjson())
-        except Exception:  # the certificate details are a bonus; the store is what counts
+        except Exception:  # noqa: BLE001 (the certificate details are a bonus; the store is what counts)
             cr = {}
     return store, cr
 
@@ -257,9 +287,19 @@ def read_c2pa(data: bytes, ev: Evidence, timeout: float = C2PA_TIMEOUT_S, trust_
     except ImportError:
         ev.notes.append("c2pa-python is not installed: Content Credentials were not checked")
         return
-    future = _C2PA_POOL.submit(_c2pa_read, data, trust_pem)
+    started = threading.Event()
+
+    def task():
+        started.set()
+        return _c2pa_read(data, trust_pem)
+
+    future = _C2PA_POOL.submit(task)
+    if not started.wait(timeout):  # every checker is still busy with earlier files that did not finish
+        future.cancel()
+        ev.notes.append("C2PA validation skipped: the checker is still busy with earlier files that did not finish")
+        return
     try:
-        got = future.result(timeout=timeout)
+        got = future.result(timeout=timeout)  # the bound counts from the start of this file's validation
     except concurrent.futures.TimeoutError:
         ev.notes.append(f"C2PA validation did not finish within {timeout:g} s and was not waited for")
         return
@@ -281,10 +321,12 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
     failures = [f.get("code", "") for f in results.get("failure", [])]
     failures += [s.get("code", "") for s in store.get("validation_status") or [] if s.get("code")]
     pixels_changed = any(c in PIXEL_HASH_FAILURES for c in failures)
-    manifest_broken = not pixels_changed and any(c.startswith(("claimSignature.", "assertion.", "claim.", "manifest."))
-                                                 and c not in ("claimSignature.validated", "claimSignature.insideValidity")
-                                                 for c in failures)
-    credential = sorted({CREDENTIAL_FAILURES.get(c, c) for c in failures if c.startswith("signingCredential.")})
+    credential_codes = [c for c in failures if c.startswith("signingCredential.")]
+    credential = sorted({CREDENTIAL_FAILURES.get(c, c) for c in credential_codes})
+    # Anything else that failed (signature, assertion or timestamp hashes, an unsupported algorithm...), or a
+    # state that is neither Trusted nor Valid, means the manifest cannot be relied on.
+    other = [c for c in failures if c not in credential_codes]
+    manifest_broken = not pixels_changed and (bool(other) or (state not in ("Trusted", "Valid") and not credential))
     sig = m.get("signature_info") or {}
     cert = _certificate(cr or {}, label)
     signer = sig.get("issuer") or cert.get("subject", {}).get("O") or sig.get("common_name") or "an unnamed signer"
@@ -293,7 +335,13 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
         if str(a.get("label", "")).startswith("c2pa.actions"):
             actions += (a.get("data") or {}).get("actions") or []
     sources = [str(a.get("digitalSourceType", "")) for a in actions if a.get("digitalSourceType")]
-    claim, meaning = _source_claim(sources)
+    created = [str(a.get("digitalSourceType", "")) for a in actions
+               if a.get("digitalSourceType") and str(a.get("action", "")).startswith("c2pa.created")]
+    claim, meaning = _source_claim(created or sources)
+    later_ai = [s for a in actions if not str(a.get("action", "")).startswith("c2pa.created")
+                for s in [str(a.get("digitalSourceType", ""))] if _source_claim([s])[0] in AI_CLAIMS]
+    if created and later_ai and claim not in AI_CLAIMS:  # a capture edited later with generative AI
+        claim, meaning = "ai-edited", "edited with generative AI after it was made"
     generators = [g.get("name", "") for g in m.get("claim_generator_info") or [] if isinstance(g, dict)]
     if m.get("claim_generator"):
         generators.append(str(m["claim_generator"]))
@@ -312,7 +360,7 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
         "digital_source_types": sorted(set(sources)),
         "ingredients": [{"title": i.get("title"), "relationship": i.get("relationship"),
                          "format": i.get("format")} for i in (m.get("ingredients") or [])][:32],
-        "title": m.get("title"),
+        "title": m.get("title"), "intact": not (pixels_changed or manifest_broken),
     }
     what = {"ai-generated": "declare this image AI-generated", "ai-edited": "declare this image edited with AI",
             "synthetic": "declare this image synthetic", "camera": "declare this image a camera capture",
@@ -328,8 +376,10 @@ def c2pa_finding(store: dict, cr: dict | None = None) -> Finding:
                        "The file carries a C2PA manifest; it cannot be relied on.", LIMITS["c2pa-broken"], details)
     if credential or state != "Trusted":
         why = ", ".join(credential) or "certificate not on the trust list"
+        limit = (LIMITS["c2pa-credential"] if any(c != "signingCredential.untrusted" for c in credential_codes)
+                 else LIMITS["c2pa-untrusted"])
         return Finding("c2pa", "declared", claim, f"Content Credentials signed by {signer} ({why}) {what}",
-                       "The manifest is intact and bound to these pixels.", LIMITS["c2pa-untrusted"], details)
+                       "The manifest is intact and bound to these pixels.", limit, details)
     return Finding("c2pa", "verified", claim, f"Signed Content Credentials from {signer} {what}",
                    f"{signer} signed this claim about exactly these pixels (signature and hashes valid, certificate "
                    "on the trust list).", LIMITS["c2pa-trusted"], details)
@@ -452,6 +502,11 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+XMP_KEYS = ("DigitalSourceType", "CreatorTool", "softwareAgent", "Credit", "Make", "Model", "provenance",
+            "GeneratorName", "AISystemUsed", "AIPromptInformation")
+
+
 def _xmp(img: Image.Image, ev: Evidence) -> None:
     raw = img.info.get("xmp")
     if not raw:
@@ -471,10 +526,13 @@ def _xmp(img: Image.Image, ev: Evidence) -> None:
         return
     values: dict[str, list[str]] = {}
     for el in root.iter():
-        for k, v in [(el.tag, el.text or "")] + list(el.attrib.items()):
-            name = k.rsplit("}", 1)[-1]
-            if name in ("DigitalSourceType", "CreatorTool", "softwareAgent", "Credit", "Make", "Model",
-                        "provenance", "GeneratorName", "AISystemUsed", "AIPromptInformation") and v.strip():
+        if not isinstance(el.tag, str):  # comments and processing instructions
+            continue
+        # a property as an element (its text, or rdf:resource="URI") or as an attribute
+        own = (el.text or "").strip() or el.attrib.get(RDF_RESOURCE, "")
+        for k, v in [(el.tag, own)] + [(k, v) for k, v in el.attrib.items() if k != RDF_RESOURCE]:
+            name = str(k).rsplit("}", 1)[-1]
+            if name in XMP_KEYS and isinstance(v, str) and v.strip():
                 values.setdefault(name, []).append(" ".join(v.split())[:300])
     dst = values.get("DigitalSourceType", [])
     if dst:
@@ -587,12 +645,32 @@ def parse_a1111(text: str) -> dict:
     lines = text.splitlines()
     if not lines or not re.match(r"^Steps: \d+", lines[-1].strip()):
         return {}
-    settings = {k.strip(): v.strip().strip('"') for k, v in
-                    re.findall(r'\s*([\w][\w /().-]*?):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)', lines[-1])}
+    settings = {}
+    for part in _split_outside_quotes(lines[-1][:MAX_SETTINGS_LINE]):
+        key, sep, value = part.partition(":")
+        if sep and key.strip() and len(key) <= 64:
+            settings[key.strip()] = value.strip().strip('"')
     body = "\n".join(lines[:-1])
     prompt, _, negative = body.partition("Negative prompt:")
     keep = {k: settings[k] for k in list(settings)[:24]}
     return {"prompt": _clip(prompt.strip(), 500), "negative_prompt": _clip(negative.strip(), 300), **keep}
+
+
+def _split_outside_quotes(line: str) -> list[str]:
+    """``a: 1, b: "x, y", c: 2`` -> the three parts (one pass: no regular expression to backtrack)."""
+    parts, start, quoted, escaped = [], 0, False, False
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append(line[start:i])
+            start = i + 1
+    parts.append(line[start:])
+    return parts
 
 
 def parse_comfyui(prompt: str, workflow: str) -> dict:
@@ -655,10 +733,14 @@ def _watermarks(img: Image.Image, ev: Evidence) -> None:
         ev.notes.append("invisible-watermark is not installed: watermarks were not checked")
         return
     w, h = img.size
-    if w * h < WATERMARK_PIXELS:  # the library decoder's own minimum (256x256 pixels)
-        ev.notes.append(f"{w}x{h} is below the watermark decoder's minimum of {WATERMARK_PIXELS:,} pixels: not checked")
+    if w * h < WATERMARK_PIXELS or min(w, h) < 16:  # the library decoder's own minimum (256x256 pixels)
+        ev.notes.append(f"{w}x{h} is too small for the watermark decoder (it needs {WATERMARK_PIXELS:,} pixels and "
+                        "16 a side): not checked")
         return
     per_row = (w // 4 * 4 // 2) // WATERMARK_BLOCK  # blocks in one row of blocks of the LL band
+    if per_row > 4 * WATERMARK_BLOCKS:  # one row of blocks would already cost four times the budget
+        ev.notes.append(f"{w} px is too wide to check for the watermark within the time bound: not checked")
+        return
     rows = min(h, -(-WATERMARK_BLOCKS // per_row) * 2 * WATERMARK_BLOCK)  # whole block rows: positions match
     from .preprocess import to_rgb
 

@@ -107,6 +107,11 @@ def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp
     assert rows[FAKE_EXAMPLE.name]["evidence"] == ""
     results = json.loads(Path(downloads[1]).read_text())["results"]
     assert any(f["source"] == "png-text" for r in results for f in r["evidence_findings"])
+    camera = tmp_path / "camera.jpg"
+    camera.write_bytes(art.camera_jpeg(art.photo_like(320, 240)))
+    verdict = app.analyse_ui(str(camera), "auto", "GradCAM")[0]  # copied EXIF is easy: it does not lead
+    assert verdict.startswith("## Likely") or verdict.startswith("## Uncertain"), verdict
+    assert "**Evidence first:** Camera EXIF: Apple iPhone 13" in verdict
 
 
 def test_analyse_ui_clear_returns_empty_outputs():

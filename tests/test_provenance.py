@@ -282,9 +282,12 @@ def test_evidence_ranks_the_strongest_first(ca, signed):
 
 @pytest.mark.parametrize("codes,expect", [
     (["signingCredential.expired"], "(certificate expired)"),
+    ([], "the manifest does not verify"),  # Invalid with no code given: not relied on
     (["claimSignature.mismatch"], "the manifest does not verify"),
     (["assertion.hashedURI.mismatch"], "the manifest does not verify"),
     (["assertion.dataHash.mismatch", "signingCredential.untrusted"], "changed after signing"),
+    (["timeStamp.mismatch"], "the manifest does not verify"),
+    (["algorithm.unsupported", "signingCredential.untrusted"], "the manifest does not verify"),
 ])
 def test_c2pa_failure_codes_are_named_in_the_finding(codes, expect):
     store = {"active_manifest": "m", "validation_state": "Invalid",
@@ -293,3 +296,94 @@ def test_c2pa_failure_codes_are_named_in_the_finding(codes, expect):
     f = pv.c2pa_finding(store)
     assert f.strength == "declared" and expect in f.title and f.details["failures"] == sorted(codes)
     assert "no statement of how the image was made" in f.title
+
+
+def _store(actions: list[dict], state: str = "Valid", failures: tuple = ("signingCredential.untrusted",)) -> dict:
+    return {"active_manifest": "m", "validation_state": state,
+            "manifests": {"m": {"signature_info": {"issuer": "Photo Co"},
+                                "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": actions}}]}},
+            "validation_results": {"activeManifest": {"failure": [{"code": c} for c in failures]}}}
+
+
+def test_c2pa_capture_edited_later_with_ai_is_ai_edited_not_ai_generated():
+    f = pv.c2pa_finding(_store([
+        {"action": "c2pa.created", "digitalSourceType": pv.IPTC_SOURCE + "digitalCapture"},
+        {"action": "c2pa.edited", "digitalSourceType": pv.IPTC_SOURCE + "trainedAlgorithmicMedia"}]))
+    assert f.claim == "ai-edited" and "declare this image edited with AI" in f.title
+    assert "not on the trust list" in f.title and f.details["intact"]
+    expired = pv.c2pa_finding(_store([], "Invalid", ("signingCredential.expired",)))
+    assert "expired or was revoked" in expired.does_not_prove and expired.details["intact"]
+
+
+def test_a_broken_manifest_ranks_after_intact_metadata():
+    ev = pv.Evidence(findings=[pv.c2pa_finding(_store([{"action": "c2pa.created", "digitalSourceType":
+                                                        pv.IPTC_SOURCE + "trainedAlgorithmicMedia"}],
+                                                       "Invalid", ("assertion.dataHash.mismatch",))),
+                               pv.png_generation({"parameters": art.A1111})])
+    assert [f.source for f in ev.ranked()] == ["png-text", "c2pa"]
+
+
+def test_a1111_settings_with_quoted_commas_and_no_backtracking():
+    import threading
+
+    params = pv.parse_a1111('p\nSteps: 20, Lora hashes: "add_detail: 7c6bad76eb54, x: \\"y\\"", Seed: 5')
+    assert params["Lora hashes"].startswith("add_detail: 7c6bad76eb54, x:") and params["Seed"] == "5"
+    hostile = ['p\nSteps: 1, K: "' + "\\" * 40 + "x", "p\nSteps: 1, " + "a" * 200_000]
+    done = []
+    t = threading.Thread(target=lambda: done.extend(pv.parse_a1111(h) for h in hostile), daemon=True)
+    t.start()
+    t.join(10)  # the regular expression this replaced took minutes on the first
+    assert not t.is_alive() and all(d["Steps"] == "1" for d in done)
+
+
+def test_xmp_digital_source_type_as_rdf_resource():
+    xmp = art.xmp_packet().replace(f'Iptc4xmpExt:DigitalSourceType="{pv.IPTC_SOURCE}trainedAlgorithmicMedia"', "")
+    xmp = xmp.replace("/></rdf:RDF>", f'><Iptc4xmpExt:DigitalSourceType rdf:resource="{pv.IPTC_SOURCE}'
+                                      'trainedAlgorithmicMedia"/></rdf:Description></rdf:RDF>')
+    f = _only(pv.gather(art.encode(art.photo_like(64, 64), "JPEG", xmp=xmp.encode())), "xmp")
+    assert f.claim == "ai-generated"
+
+
+def test_evidence_that_takes_too_long_is_not_waited_for():
+    import concurrent.futures
+
+    ev = pv.result(concurrent.futures.Future(), timeout=0.01)
+    assert ev.findings == [] and "took longer than 0.01 s" in ev.notes[0]
+
+
+def test_c2pa_checker_busy_with_hung_files_says_so_and_recovers(signed, ca, monkeypatch):
+    import threading
+
+    real, release, hung = pv._c2pa_read, threading.Event(), []
+
+    def slow(data, trust):
+        if len(hung) < pv._C2PA_POOL._max_workers:
+            hung.append(1)
+            release.wait(10)
+        return real(data, trust)
+
+    monkeypatch.setattr(pv, "_c2pa_read", slow)
+    try:
+        for _ in range(pv._C2PA_POOL._max_workers):  # every checker hangs on a file
+            assert any("did not finish" in n for n in pv.gather(signed, c2pa_timeout=0.05).notes)
+        assert any("checker is still busy" in n for n in pv.gather(signed, c2pa_timeout=0.05).notes)
+    finally:
+        release.set()
+    f = _only(pv.gather(signed, c2pa_timeout=5, trust_pem=ca["root"]), "c2pa")  # the timeout counts from its start
+    assert f.strength == "verified"
+
+
+def test_tiff_with_xmp_stored_as_text_is_still_judged():
+    from PIL import TiffImagePlugin
+
+    from detector.analysis import _decode
+    from detector.predict import image_size
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[700], ifd.tagtype[700] = "<x/>", 2
+    buf = io.BytesIO()
+    Image.fromarray(art.photo_like(300, 300)).save(buf, "TIFF", tiffinfo=ifd)
+    data = buf.getvalue()
+    assert load_image(data, 224).shape == (224, 224, 3) and _decode(data, 224)[2] == (300, 300)
+    assert image_size(data) == (300, 300)
+    assert any("EXIF metadata unreadable" in n for n in pv.gather(data).notes)
