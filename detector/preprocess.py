@@ -151,6 +151,8 @@ def orientation(img: Image.Image) -> int:
     tags, e.g. a TIFF whose XMP tag is stored as text): bad metadata must not cost the image."""
     try:
         return int(img.getexif().get(0x0112, 1))
+    except (OSError, SyntaxError):  # the pixel data itself is broken (a PNG's getexif loads it): not ours to hide
+        raise
     except Exception:  # noqa: BLE001 (Pillow's EXIF parser raises TypeError, ValueError, struct.error...)
         return 1
 

@@ -227,6 +227,7 @@ def _hostile() -> dict[str, bytes]:
         "50 MB XMP packet": _png_insert(png, _chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + big_xmp)),
         "zlib bomb in zTXt": _png_insert(png, _chunk(b"zTXt", bomb)),
         "zlib bomb in iTXt": _png_insert(png, _chunk(b"iTXt", itxt_bomb)),
+        "zlib bomb after the pixels": png[:png.index(b"IEND") - 4] + _chunk(b"zTXt", bomb) + png[png.index(b"IEND") - 4:],
         "5,000 text chunks": _png_insert(png, many),
         "deeply nested JUMBF": nested,
         "malformed JUMBF": malformed,
