@@ -452,10 +452,7 @@ def _exif(img: Image.Image, ev: Evidence) -> None:
             ev.findings.append(_generation("exif", "EXIF UserComment", "AUTOMATIC1111/Forge", params))
     sw = fields.get("Software", "") + " " + fields.get("ImageDescription", "") + " " + fields.get("Artist", "")
     if AI_SOFTWARE.search(sw):
-        ev.findings.append(Finding("exif", "declared", "ai-generated",
-                                   f"EXIF names AI software: {_clip(sw.strip(), 80)}",
-                                   "The program that wrote the file names itself an AI tool.", LIMITS["metadata"],
-                                   fields))
+        ev.findings.append(_names_ai("exif", "EXIF names AI software", sw.strip(), WROTE_IT, fields))
     if fields.get("Make") or fields.get("Model"):
         cam = " ".join(dict.fromkeys(x for x in (fields.get("Make"), fields.get("Model")) if x))
         shot = ", ".join(x for x in (_exposure(fields.get("ExposureTime")), _fnum(fields.get("FNumber")),
@@ -464,6 +461,15 @@ def _exif(img: Image.Image, ev: Evidence) -> None:
         ev.findings.append(Finding("exif", "declared", "camera", f"Camera EXIF: {cam}" + (f" ({shot})" if shot else ""),
                                    "A camera or phone (or a program imitating one) wrote these tags.",
                                    LIMITS["camera"], fields))
+
+
+WROTE_IT = "The program that wrote the file names itself an AI tool."
+
+
+def _names_ai(source: str, label: str, name: str, proves: str, details: dict) -> Finding:
+    """A metadata field names an AI tool (EXIF Software, XMP CreatorTool, IPTC Credit, PNG Software...)."""
+    return Finding(source, "declared", "ai-generated", f"{label}: {_clip(name, 80)}", proves, LIMITS["metadata"],
+                   details)
 
 
 def _text(v) -> str:
@@ -534,6 +540,7 @@ def _xmp(img: Image.Image, ev: Evidence) -> None:
             name = str(k).rsplit("}", 1)[-1]
             if name in XMP_KEYS and isinstance(v, str) and v.strip():
                 values.setdefault(name, []).append(" ".join(v.split())[:300])
+    shown = {k: v[:8] for k, v in values.items()}
     dst = values.get("DigitalSourceType", [])
     if dst:
         claim, meaning = _source_claim(dst)
@@ -542,14 +549,13 @@ def _xmp(img: Image.Image, ev: Evidence) -> None:
             ev.findings.append(Finding("xmp", "declared", claim,
                                        f"IPTC metadata (XMP DigitalSourceType {short}) declares this image {meaning}",
                                        "The file's XMP carries the IPTC statement of how it was made.",
-                                       LIMITS["metadata"], {k: v[:8] for k, v in values.items()}))
+                                       LIMITS["metadata"], shown))
     tools = values.get("CreatorTool", []) + values.get("softwareAgent", []) + values.get("Credit", []) \
         + values.get("AISystemUsed", []) + values.get("GeneratorName", [])
     ai_tools = [t for t in tools if AI_SOFTWARE.search(t)]
     if ai_tools and not any(f.source == "xmp" and f.claim in AI_CLAIMS for f in ev.findings):
-        ev.findings.append(Finding("xmp", "declared", "ai-generated", f"XMP names AI software: {_clip(ai_tools[0], 80)}",
-                                   "A program that wrote or edited the file names itself an AI tool.",
-                                   LIMITS["metadata"], {k: v[:8] for k, v in values.items()}))
+        ev.findings.append(_names_ai("xmp", "XMP names AI software", ai_tools[0],
+                                     "A program that wrote or edited the file names itself an AI tool.", shown))
     if values.get("provenance"):
         ev.notes.append(f"XMP points at a remote Content Credentials manifest ({_clip(values['provenance'][0], 120)}); "
                         "not fetched")
@@ -564,8 +570,8 @@ def _iptc(img: Image.Image, ev: Evidence) -> None:
     fields = {k: _text(v if not isinstance(v, list) else b" ".join(v)) for k, v in fields.items() if v}
     hits = [v for v in fields.values() if AI_SOFTWARE.search(v)]
     if hits:
-        ev.findings.append(Finding("iptc", "declared", "ai-generated", f"IPTC metadata names AI: {_clip(hits[0], 80)}",
-                                   "The file's IPTC fields credit an AI tool.", LIMITS["metadata"], fields))
+        ev.findings.append(_names_ai("iptc", "IPTC metadata names AI", hits[0], "The file's IPTC fields credit an AI tool.",
+                                     fields))
 
 
 def _png_text(img: Image.Image, ev: Evidence) -> None:
@@ -580,14 +586,12 @@ def _png_text(img: Image.Image, ev: Evidence) -> None:
     if n > 256:
         ev.notes.append(f"{n} PNG text chunks: only the known generator keys were read")
     found = png_generation(text)
+    hits = [text[k] for k in ("Software", "Source", "Author", "Comment", "Title") if AI_SOFTWARE.search(text.get(k, ""))]
     if found:
         ev.findings.append(found)
-    elif AI_SOFTWARE.search(" ".join(text.get(k, "") for k in ("Software", "Source", "Author", "Comment", "Title"))):
-        sw = next(text[k] for k in ("Software", "Source", "Author", "Comment", "Title")
-                  if k in text and AI_SOFTWARE.search(text[k]))
-        ev.findings.append(Finding("png-text", "declared", "ai-generated", f"PNG text names AI software: {_clip(sw, 80)}",
-                                   "The program that wrote the file names itself an AI tool.", LIMITS["metadata"],
-                                   {k: _clip(v, 300) for k, v in list(text.items())[:16]}))
+    elif hits:
+        ev.findings.append(_names_ai("png-text", "PNG text names AI software", hits[0], WROTE_IT,
+                                     {k: _clip(v, 300) for k, v in list(text.items())[:16]}))
 
 
 def png_generation(text: dict[str, str]) -> Finding | None:

@@ -388,3 +388,20 @@ def test_tiff_with_xmp_stored_as_text_is_still_judged():
     assert load_image(data, 224).shape == (224, 224, 3) and _decode(data, 224)[2] == (300, 300)
     assert image_size(data) == (300, 300)
     assert any("EXIF metadata unreadable" in n for n in pv.gather(data).notes)
+
+
+def test_ai_software_named_in_exif_png_text_and_xmp():
+    img = Image.fromarray(art.photo_like(64, 64))
+    exif = img.getexif()
+    exif[0x0131] = "Adobe Firefly"
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif)
+    assert _only(pv.gather(buf.getvalue()), "exif").title == "EXIF names AI software: Adobe Firefly"
+    png = art.png_with_text(art.photo_like(64, 64), {"Software": "NightCafe Studio"})
+    assert _only(pv.gather(png), "png-text").title == "PNG text names AI software: NightCafe Studio"
+    split = art.png_with_text(art.photo_like(64, 64), {"Software": "Made with Stable", "Title": "Diffusion x"})
+    ev = pv.gather(split)  # a name is matched within one field, never across two
+    assert ev.findings == [] and not any("unreadable" in n for n in ev.notes)
+    xmp = art.xmp_packet(source_type="digitalArt", creator_tool="Midjourney").encode()
+    titles = [f.title for f in pv.gather(art.encode(art.photo_like(64, 64), "JPEG", xmp=xmp)).findings]
+    assert "XMP names AI software: Midjourney" in titles
