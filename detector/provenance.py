@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -34,12 +35,30 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, IptcImagePlugin
 
+log = logging.getLogger(__name__)
+
 STRENGTHS = ("verified", "declared", "heuristic")
 MAX_BYTES = 64 * 1024 * 1024  # files larger than this get no evidence (the app accepts 25 MB)
 MAX_XMP_BYTES = 1024 * 1024  # larger XMP packets are skipped, not parsed
 MAX_TEXT_VALUE = 8 * 1024 * 1024  # longer text values (PNG chunks, EXIF UserComment) are cut before parsing
 MAX_SETTINGS_LINE = 8 * 1024  # A1111's "Steps: ..., Sampler: ..." line is read up to this length
-C2PA_TIMEOUT_S = float(os.environ.get("DETECTOR_C2PA_TIMEOUT", "3"))
+TIMEOUT_ENV = "DETECTOR_C2PA_TIMEOUT"
+
+
+def _timeout_from_env(default: float = 3.0) -> float:
+    """Seconds from DETECTOR_C2PA_TIMEOUT; a value that is not a positive number is refused with a warning."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else default
+        if value > 0 and math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    log.warning("%s=%r is not a positive number of seconds; using %g", TIMEOUT_ENV, raw, default)
+    return default
+
+
+C2PA_TIMEOUT_S = _timeout_from_env()
 EVIDENCE_TIMEOUT_S = C2PA_TIMEOUT_S + 2  # what a request waits for the whole evidence before going on without it
 TRUST_ENV = "DETECTOR_C2PA_TRUST_ANCHORS"  # a PEM file of extra trust anchors (e.g. the C2PA trust list)
 WATERMARK_PIXELS = 65_536  # smaller images are not checked (invisible-watermark's own minimum)
@@ -226,9 +245,10 @@ def trust_anchors(trust_pem: str | None = None) -> str | None:
     if trust_pem:
         return trust_pem
     path = os.environ.get(TRUST_ENV)
-    if path and Path(path).is_file():
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    return None
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace") if path and Path(path).is_file() else None
+    except OSError:  # unreadable: trust_description says no anchors were added
+        return None
 
 
 def trust_description(trust_pem: str | None = None) -> str:
@@ -240,6 +260,9 @@ def trust_description(trust_pem: str | None = None) -> str:
     except Exception:  # noqa: BLE001 (not installed: read_c2pa says so)
         return "none: c2pa-python is not installed"
     extra = trust_anchors(trust_pem)
+    path = os.environ.get(TRUST_ENV)
+    if not extra and path:
+        return base + f" only: {TRUST_ENV}={path} is not a readable file, so no anchors were added"
     if not extra:
         return base + f" (set {TRUST_ENV} to a PEM file, e.g. the C2PA trust list, to add anchors)"
     n = extra.count("BEGIN CERTIFICATE")

@@ -405,3 +405,15 @@ def test_ai_software_named_in_exif_png_text_and_xmp():
     xmp = art.xmp_packet(source_type="digitalArt", creator_tool="Midjourney").encode()
     titles = [f.title for f in pv.gather(art.encode(art.photo_like(64, 64), "JPEG", xmp=xmp)).findings]
     assert "XMP names AI software: Midjourney" in titles
+
+
+def test_bad_trust_and_timeout_settings_are_named_not_fatal(signed, tmp_path, monkeypatch):
+    monkeypatch.setenv(pv.TRUST_ENV, str(tmp_path / "missing.pem"))
+    ev = pv.gather(signed)
+    assert "is not a readable file, so no anchors were added" in ev.trust
+    assert _only(ev, "c2pa").strength == "declared"
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv(pv.TIMEOUT_ENV, bad)
+        assert pv._timeout_from_env() == 3.0
+    monkeypatch.setenv(pv.TIMEOUT_ENV, "0.5")
+    assert pv._timeout_from_env() == 0.5
