@@ -13,10 +13,11 @@ API (gradio_client): ``/predict`` (image [, model]) -> JSON with p_fake and labe
 from __future__ import annotations
 
 import csv
-import functools
+import html
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -27,12 +28,13 @@ from detector import serving
 
 serving.disable_analytics()  # before Gradio is imported: no usage reports unless GRADIO_ANALYTICS_ENABLED says so
 import gradio as gr  # noqa: E402
+from gradio import utils as gr_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 import detector  # noqa: E402
 from detector.analysis import UNCERTAIN_MARGIN, Analysis, analyse, batch_rows, uncertain_band
 from detector.checkpoint import CheckpointError
-from detector.data import count_images
+from detector.data import UnpackBudget, count_images
 from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, ExplainError, Explainer, outline, overlay, tile_overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
 from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,
@@ -45,8 +47,14 @@ log = logging.getLogger("app")
 
 
 SERVING = serving.configure()  # threads, malloc arenas, atomic Gradio cache writes (detector/serving.py)
-# A user's mistake is shown on the page with its reason; the server log gets no traceback for it.
-UserError = functools.partial(gr.Error, print_exception=False)
+
+
+def UserError(message: str) -> gr.Error:  # noqa: N802 (raised like the exception class it builds)
+    """A user's mistake, shown on the page with its reason; the server log gets no traceback for it. Gradio
+    renders the message as HTML, and it may quote a file name the client chose: escaped, never markup."""
+    return gr.Error(html.escape(message), print_exception=False)
+
+
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "25mb"  # per upload; a batch zip counts as one file
@@ -54,6 +62,10 @@ CONCURRENCY = 2  # requests computed at once (2 CPU cores); the rest wait in the
 QUEUE_SIZE = 64
 EXPORT_DIR = Path(tempfile.gettempdir()) / "fakespot-exports"
 EXPORT_MAX_AGE_S = 3600
+# Uploads are deleted this long after they arrive (checked every UPLOAD_SWEEP_S); /predict and /explain delete
+# theirs as soon as they answer. Analyse and Batch keep theirs so the page can re-run on a new model choice.
+UPLOAD_TTL_S = int(os.environ.get("DETECTOR_UPLOAD_TTL", "600"))
+UPLOAD_SWEEP_S = max(1, min(60, UPLOAD_TTL_S // 2))
 VIEW = 256  # side of the enlarged 32x32 views
 
 
@@ -129,25 +141,41 @@ def _method(name: str | None) -> str:
 
 
 def _upload(value) -> tuple[str | None, str]:
-    """The uploaded file's path and the name to show, from what an image event receives.
+    """The uploaded file's real path and the name to show, from what an event receives.
 
-    Image events run with ``preprocess=False``: Gradio's own preprocessing opens every upload with
-    PIL before the app sees it, so a bad file would get Gradio's wording instead of ours. The raw
-    value is Gradio's file record, whose path Gradio has already checked lies in its upload cache;
-    in-process callers (tests, scripts) may pass a plain path.
+    Image events run with ``preprocess=False`` (Gradio's preprocessing opens every upload with PIL before
+    the app sees it, so a bad file would get Gradio's wording instead of ours), so nothing upstream has
+    checked the payload: a client can send ``{"path": "/any/server/file"}``. Only a file Gradio itself
+    received for this app is opened: its real path (symlinks resolved) must lie in Gradio's upload folder,
+    checked with Gradio's own ``is_in_or_equal`` as its preprocessing checks an upload. Anything else gets
+    the same "not an uploaded file", whether or not the path exists, so the answer tells nothing of the disk.
     """
     if value is None:
         return None, ""
     if isinstance(value, (str, os.PathLike)):
-        return str(value), Path(value).name
-    if isinstance(value, dict) and value.get("path"):
-        return str(value["path"]), str(value.get("orig_name") or Path(value["path"]).name)
-    if getattr(value, "path", None):
-        return str(value.path), str(getattr(value, "orig_name", None) or Path(value.path).name)
-    raise UserError(f"Expected an uploaded image file. Accepted: {ACCEPTED}.")
+        path, name = value, None
+    elif isinstance(value, dict):
+        path, name = value.get("path"), value.get("orig_name")
+    else:
+        path, name = getattr(value, "path", None), getattr(value, "orig_name", None)
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise UserError(f"Expected an uploaded image file. Accepted: {ACCEPTED}.")
+    real = os.path.realpath(path)
+    if not (gr_utils.is_in_or_equal(real, gr_utils.get_upload_folder()) and os.path.isfile(real)):
+        raise UserError(f"Not an uploaded file: send the image itself (uploads are kept {UPLOAD_TTL_S // 60} minutes). "
+                        f"Accepted: {ACCEPTED}.")
+    return real, str(name or Path(real).name)
 
 
-def _run(image, model: str | None, method: str | None = None, explain: bool = True) -> Analysis:
+def _discard(path: str | None) -> None:
+    """Delete an API request's upload once it is answered (the page's own uploads age out instead)."""
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
+def _run(image, model: str | None, method: str | None = None, explain: bool = True, discard: bool = False
+         ) -> Analysis:
+    """One request's analysis; ``discard`` deletes the upload when done (the API's requests)."""
     path, shown = _upload(image)
     if path is None:
         raise UserError(f"Drop, paste or upload an image first. Accepted: {ACCEPTED}.")
@@ -160,9 +188,21 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
         raise UserError(str(e)) from None
     finally:
         serving.release_freed_memory()  # the request's tensors are freed: give the pages back
+        if discard:
+            _discard(path)
 
 
 # --- rendering helpers: Analysis -> what the page shows -------------------------------------------
+
+# What can make Markdown of plain text: emphasis, code, links and images ([, ], !), tables, strike-through.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]!|~])")
+
+
+def md(text) -> str:
+    """Text from a file (metadata, a signer's name, a parser's message) as literal Markdown: Markdown's
+    punctuation backslash-escaped and HTML's escaped, so it can neither link, embed nor add markup."""
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " "), quote=False)
+
 
 def verdict_markdown(a: Analysis) -> str:
     """The verdict: the strongest provenance finding first when there is one, the classifier's P(fake) beside it."""
@@ -175,9 +215,9 @@ def verdict_markdown(a: Analysis) -> str:
     if top is None:
         return f"## {head}\n{classifier}"
     if leads(top):
-        return (f"## {top.title}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
+        return (f"## {md(top.title)}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
                 f"**The classifier, separately: {head[0].lower() + head[1:]}.** {classifier}")
-    return (f"## {head}\n**Evidence first:** {top.title} (*{STRENGTH_WORDS[top.strength].lower()}*; see Evidence "
+    return (f"## {head}\n**Evidence first:** {md(top.title)} (*{STRENGTH_WORDS[top.strength].lower()}*; see Evidence "
             f"below).\n\n{classifier}")
 
 
@@ -199,13 +239,13 @@ def evidence_markdown(a: Analysis) -> str:
         return ""
     lines = ["### Evidence beyond the classifier"]
     if not ev.findings:
-        lines.append(f"{ev.headline()}")
+        lines.append(md(ev.headline()))
     for f in ev.ranked():
-        lines.append(f"- **{f.title}.** *{STRENGTH_WORDS[f.strength]}.* Proves: {f.proves} Does not prove: "
-                     f"{f.does_not_prove}")
+        lines.append(f"- **{md(f.title)}.** *{STRENGTH_WORDS[f.strength]}.* Proves: {md(f.proves)} Does not prove: "
+                     f"{md(f.does_not_prove)}")
     if ev.notes:
-        lines.append("\n**Checked, nothing to show, or skipped:** " + " · ".join(ev.notes))
-    lines.append(f"\n<sub>Content Credentials checked with c2pa-python against {ev.trust}. Evidence took "
+        lines.append("\n**Checked, nothing to show, or skipped:** " + " · ".join(map(md, ev.notes)))
+    lines.append(f"\n<sub>Content Credentials checked with c2pa-python against {md(ev.trust)}. Evidence took "
                  f"{ev.seconds * 1000:.0f} ms. It is never blended into P(fake).</sub>")
     return "\n".join(lines)
 
@@ -338,7 +378,7 @@ def predict(image, model: str | None = None) -> dict:
         provenance findings (C2PA Content Credentials, IPTC/XMP, EXIF, generator text chunks, Stable
         Diffusion watermarks), strongest first, each with its strength and what it does not prove.
     """
-    return _run(image, model, explain=False).summary()
+    return _run(image, model, explain=False, discard=True).summary()
 
 
 def explain(image, model: str | None = None, method: str = "GradCAM", target: str = "predicted"):
@@ -357,9 +397,9 @@ def explain(image, model: str | None = None, method: str = "GradCAM", target: st
         the heatmap laid over the image the model judged, and a dict with the verdict, P(fake), the
         target class and the share of the map that falls on the background.
     """
-    a = _run(image, model, method)
     if target not in ("predicted", *CLASSES):
         raise UserError(f"target must be 'predicted', 'real' or 'fake', got {target!r}")
+    a = _run(image, model, method, discard=True)
     cls = a.label if target == "predicted" else target
     return overlay(a.model_input, a.heatmaps[cls], VIEW), dict(a.summary(), target=cls)
 
@@ -381,11 +421,12 @@ def batch_ui(files, model: str, progress=gr.Progress()):
             pred.predictors.setdefault(track, MODELS[MODEL_NAMES[0]][0])
     else:
         pred = _model(model)[0]
-    paths = [str(f) for f in files]
+    uploads = [_upload(f) for f in files]
+    paths = [p for p, _ in uploads]
     total = max(count_images(paths), 1)
     rows, errors = [], []
     progress((0, total), desc="analysing", unit="images")
-    for r, e, done in batch_rows(pred, paths, {p: Path(p).name for p in paths}):
+    for r, e, done in batch_rows(pred, paths, dict(uploads), budget=UnpackBudget.for_uploads()):
         rows += r
         errors += e
         progress((min(done, total), total), desc="analysing", unit="images")
@@ -406,8 +447,8 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     with open(out / "fakespot_results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=columns + ["error"], extrasaction="ignore")  # findings: in the JSON
         w.writeheader()
-        w.writerows(rows)
-        w.writerows({"file": e["file"], "error": e["reason"]} for e in errors)
+        w.writerows(map(csv_safe, rows))
+        w.writerows(csv_safe({"file": e["file"], "error": e["reason"]}) for e in errors)
     with open(out / "fakespot_results.json", "w", encoding="utf-8") as f:
         json.dump({"model": pred.name, "thresholds": {m: MODELS[m][0].threshold for m in MODELS},
                    "results": rows, "errors": errors}, f, indent=1)
@@ -415,6 +456,16 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     bad = [[e["file"], e["reason"]] for e in errors]
     return (summary, gr.Dataframe(value=table, headers=columns), [str(out / "fakespot_results.csv"),
             str(out / "fakespot_results.json")], gr.Dataframe(value=bad, headers=["file", "reason"]))
+
+
+def csv_safe(row: dict) -> dict:
+    """A CSV row a spreadsheet will not run: text cells that start like a formula (=, +, -, @, tab or carriage
+    return: OWASP's list) get a leading apostrophe, which spreadsheets show as text. File names are chosen by
+    whoever made the upload."""
+    return {k: ("'" + v if isinstance(v, str) and v[:1] in FORMULA_STARTS else v) for k, v in row.items()}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def model_tab(name: str):
@@ -504,7 +555,7 @@ read the values, not the leaning. Resizing, blurring and JPEG compression move a
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="fakespot: real or AI-generated?", delete_cache=(900, 3600)) as demo:
+    with gr.Blocks(title="fakespot: real or AI-generated?", delete_cache=(UPLOAD_SWEEP_S, UPLOAD_TTL_S)) as demo:
         gr.Markdown("# fakespot: real photograph or AI-generated?\nDrop in an image to get the probability "
                     "that it was generated by AI, a heatmap of the regions that drove the decision, a tile map of "
                     "where it looks generated, and its sharpness and noise. Photos and renders are judged by the "
@@ -559,7 +610,7 @@ def build_demo() -> gr.Blocks:
             outputs = [verdict, evidence, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, background,
                        tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
             gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
-                  outputs, api_name="analyse", api_visibility="undocumented", preprocess=False)
+                  outputs, api_name="analyse", api_visibility="undocumented", preprocess=False, concurrency_id="model")
 
         with gr.Tab("Batch"):
             gr.Markdown("Many images at once, or zips of images (folders inside zips are searched). Files that "
@@ -574,8 +625,9 @@ def build_demo() -> gr.Blocks:
             downloads = gr.File(label="downloads: CSV and JSON", file_count="multiple", interactive=False)
             batch_errors = gr.Dataframe(label="files that could not be read", headers=["file", "reason"],
                                         interactive=False)
+            # Undocumented: callable, but not an MCP tool (its file list and progress do not fit a tool's schema).
             batch_button.click(batch_ui, [files, batch_model], [batch_summary, batch_table, downloads, batch_errors],
-                               api_name="batch", concurrency_limit=1)
+                               api_name="batch", api_visibility="undocumented", concurrency_limit=1)
 
         with gr.Tab("Models"):
             chosen = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
@@ -595,9 +647,11 @@ def build_demo() -> gr.Blocks:
             api_target = gr.Dropdown(["predicted", *CLASSES], value="predicted")
             api_json, api_heat, api_heat_json = gr.JSON(), gr.Image(format="png"), gr.JSON()
             api_predict, api_explain = gr.Button(), gr.Button()
-        api_predict.click(predict, [api_image, api_model], api_json, api_name="predict", preprocess=False)
+        # One concurrency group for every request that runs a model: at most CONCURRENCY at once in all.
+        api_predict.click(predict, [api_image, api_model], api_json, api_name="predict", preprocess=False,
+                          concurrency_id="model")
         api_explain.click(explain, [api_image, api_model, api_method, api_target], [api_heat, api_heat_json],
-                          api_name="explain", preprocess=False)
+                          api_name="explain", preprocess=False, concurrency_id="model")
     return demo
 
 

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from . import provenance
-from .data import iter_sources, printable
+from .data import UnpackBudget, iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
 from .predict import AutoPredictor, Predictor, pick
-from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, orientation, to_rgb
+from .preprocess import (CLASSES, ImageError, ImageSource, draft_within, load_image, open_image, orientation, shrink,
+                         to_rgb)
 from .stats import image_stats, jpeg_quality
 
 UNCERTAIN_MARGIN = 0.15  # P(fake) within this distance of the threshold is reported as "uncertain"
@@ -116,21 +117,28 @@ class Analysis:
 def _decode(src: ImageSource, input_size: int, keep_full: bool = False
             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str | None, int | None, Image.Image | None]:
     """Model input (by the shared policy), a display copy, the size, format, JPEG quality, and (when
-    ``keep_full``) the whole image decoded at its own resolution, for the tile map."""
+    ``keep_full``) the whole image, EXIF-rotated, for the tile map: at its own resolution and in its own mode
+    (tiles are converted to RGB one by one), or for a JPEG over ``MAX_DECODE_BYTES`` at the DCT scale that
+    fits (``img.tile_scale`` says which). Memory stays within about twice that limit whatever the file."""
     model_input = load_image(src, input_size)
     if hasattr(src, "seek"):
         src.seek(0)
     img = open_image(src)
     fmt, quality = img.format, jpeg_quality(img)
-    w, h = img.size  # before the draft decode below shrinks it; swapped if EXIF rotates by 90 degrees
+    w, h = img.size  # before a draft decode shrinks it; swapped if EXIF rotates by 90 degrees
     size = (h, w) if orientation(img) in (5, 6, 7, 8) else (w, h)
     full = None
     try:
-        if fmt == "JPEG" and not keep_full:
-            img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # only for display
-        rgb = to_rgb(img)
         if keep_full:
-            full, rgb = rgb, rgb.copy()
+            scale = draft_within(img)
+            full = ImageOps.exif_transpose(img) if orientation(img) != 1 else img
+            full.load()
+            full.tile_scale = scale
+            rgb = to_rgb(shrink(full, DISPLAY_SIZE))
+        else:
+            if fmt == "JPEG":
+                img.draft("RGB", (DISPLAY_SIZE, DISPLAY_SIZE))  # only for display
+            rgb = to_rgb(shrink(img, DISPLAY_SIZE))
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
@@ -170,6 +178,10 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
         t["segment"] = time.perf_counter()
     if tiles_wanted and full is not None and max(size) >= 2 * predictor.input_size:
         a.tiles = tile_map(predictor, full, max_tiles)
+        if full.tile_scale > 1:  # a JPEG too large to decode whole: tiles at 1/scale, boxes in full-size pixels
+            for tile in a.tiles:
+                tile["box"] = tuple(v * full.tile_scale for v in tile["box"])
+                tile["scale"] = full.tile_scale
         t["tiles"] = time.perf_counter()
     if with_stats:
         a.stats = image_stats(model_input)
@@ -191,14 +203,16 @@ def evidence_columns(ev: provenance.Evidence) -> dict:
 
 
 def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
-               chunk: int = 256, with_evidence: bool = True) -> Iterator[tuple[list[dict], list[dict], int]]:
+               chunk: int = 256, with_evidence: bool = True, budget: UnpackBudget | None = None
+               ) -> Iterator[tuple[list[dict], list[dict], int]]:
     """Predict every image under ``paths`` (files, folders, zips) in chunks.
 
     With an AutoPredictor each file goes to the track its size picks (rows name the model and why).
     Yields ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "label", "verdict", "model",
     "reason", stats...}``,
     errors are ``{"file", "reason"}``, ``done`` counts the files handled so far. ``names`` maps a path to
-    the name to show (the upload's original name rather than a temporary path).
+    the name to show (the upload's original name rather than a temporary path). ``budget`` bounds what
+    the zips among ``paths`` may unpack, all together (``data.UnpackBudget``).
     """
     names = names or {}
 
@@ -226,7 +240,7 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 rows.append(row)
         pending.clear()
 
-    for path, data, err in iter_sources(list(paths)):
+    for path, data, err in iter_sources(list(paths), budget):
         name = shown(path)
         done += 1
         if err is None:

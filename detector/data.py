@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -28,9 +29,39 @@ ACCEPTED_NAMES = ", ".join(sorted(IMAGE_EXTENSIONS)) + " and .zip"
 # Limits on what one input may unpack to (zip-bomb guards). Zips are read in memory, never extracted.
 MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file
 MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one zip member, as declared in the zip directory
-MAX_ZIP_BYTES = 4 * 1024 ** 3  # everything one zip unpacks to, nested zips included
 MAX_COMPRESSION_RATIO = 100  # JPEG and PNG barely compress; a bomb compresses thousands to one
-MAX_ZIP_DEPTH = 3  # a zip in a zip in a zip
+
+
+@dataclass
+class UnpackBudget:
+    """What one call of ``iter_sources`` may unpack from zips, shared by every zip it names and every level of
+    nesting, so a zip of zips cannot start each level with a fresh allowance. Sizes are those the zip
+    directories declare, checked before anything is inflated (zipfile never inflates past them), so a bomb
+    is refused from its directory, in milliseconds. ``for_uploads`` is the web app's, per Batch request."""
+
+    max_bytes: int = 4 * 1024 ** 3  # uncompressed bytes, all zips and levels together
+    max_entries: int = 2_000_000  # zip entries looked at (images, nested zips and refused ones alike)
+    max_depth: int = 3  # a zip in a zip in a zip
+    bytes_used: int = 0
+    entries_used: int = 0
+    exhausted: bool = False  # once a zip is refused for the budget, no later zip is opened
+
+    @classmethod
+    def for_uploads(cls) -> "UnpackBudget":
+        return cls(max_bytes=512 * 1024 ** 2, max_entries=2_000, max_depth=3)
+
+    def refuse(self, n_entries: int, n_bytes: int) -> str | None:
+        """Why a zip listing ``n_entries`` wanted entries declaring ``n_bytes`` in all cannot be read, or None."""
+        if self.entries_used + n_entries > self.max_entries:
+            why = (f"lists at least {n_entries:,} entries, and one request may look at {self.max_entries:,} in all zips "
+                   f"together ({self.entries_used:,} already)")
+        elif self.bytes_used + n_bytes > self.max_bytes:
+            why = (f"unpacks to at least {n_bytes:,} bytes, and one request may unpack {self.max_bytes:,} in all zips "
+                   f"together ({self.bytes_used:,} already)")
+        else:
+            return None
+        self.exhausted = True
+        return f"refused: this zip {why}; it and any zip after it were not read (split the upload into smaller zips)"
 
 
 @dataclass
@@ -92,15 +123,18 @@ def is_image_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | None, str | None]]:
+def iter_sources(paths: list[str | os.PathLike], budget: UnpackBudget | None = None
+                 ) -> Iterator[tuple[str, bytes | None, str | None]]:
     """Yield ``(display_path, data, error)`` for every image file under the given files, folders and zips.
 
     Folders are searched recursively; zips are read in memory, never extracted, so a member named
     ``../../x.png`` touches nothing on disk (an entry is shown as ``ZIP:INNER``; a zip inside a zip as
-    ``ZIP:INNER.zip:NAME``, up to ``MAX_ZIP_DEPTH`` levels). Exactly one of ``data`` and ``error`` is
-    set. Hidden files and non-image names inside folders and zips are skipped; a file named directly
-    is always tried, and a folder named directly that holds no image is reported.
+    ``ZIP:INNER.zip:NAME``, up to ``budget.max_depth`` levels). What all zips together may unpack is one
+    ``budget`` (default: ``UnpackBudget()``). Exactly one of ``data`` and ``error`` is set. Hidden files and
+    non-image names inside folders and zips are skipped; a file named directly is always tried, and a
+    folder named directly that holds no image is reported.
     """
+    budget = budget or UnpackBudget()
     for src in paths:
         p = Path(src)
         if p.is_dir():
@@ -111,7 +145,10 @@ def iter_sources(paths: list[str | os.PathLike]) -> Iterator[tuple[str, bytes | 
             if not found:
                 yield str(src), None, f"folder holds no image files (searched recursively; accepted: {ACCEPTED_NAMES})"
         elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
-            yield from _iter_zip(p, str(p), 1)
+            if budget.exhausted:
+                yield str(src), None, "not read: an earlier zip in this request was refused (see its line)"
+            else:
+                yield from _iter_zip(p, str(p), 1, budget)
         elif p.exists():
             yield _read_file(p)
         else:
@@ -127,9 +164,9 @@ def count_images(paths: list[str | os.PathLike]) -> int:
             n += sum(1 for _ in _folder_images(p))
         elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
             try:
-                with zipfile.ZipFile(p) as zf:
+                with _open_zip(p) as zf:
                     n += sum(1 for i in zf.infolist() if not i.is_dir() and _zip_wanted(i.filename))
-            except (zipfile.BadZipFile, OSError):
+            except (zipfile.BadZipFile, OSError, ValueError):
                 n += 1
         else:
             n += 1
@@ -156,44 +193,124 @@ def _zip_wanted(name: str) -> bool:
     return not base.startswith(".") and (is_image_name(name) or base.lower().endswith(".zip"))
 
 
-def _iter_zip(src: Path | io.BytesIO, shown_as: str, depth: int) -> Iterator[tuple[str, bytes | None, str | None]]:
-    """Members of one zip (recursing into zips inside it); every refusal is one line with its reason."""
+_UTF8_FLAG = 0x800  # general-purpose bit 11: the entry's name is UTF-8
+
+
+def _open_zip(src: Path | io.BytesIO) -> zipfile.ZipFile:
+    """``zipfile.ZipFile``, also for a zip whose entries are flagged UTF-8 but whose names are not: zipfile
+    raises UnicodeDecodeError on those, losing the whole zip for one name. Then the flag is cleared in
+    every central and local header of an in-memory copy, zipfile reads the names as cp437 (which maps
+    every byte), and ``_entry_name`` turns them back into UTF-8 with the bad bytes replaced."""
     try:
-        zf = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        return zipfile.ZipFile(src)
+    except UnicodeDecodeError:
+        pass
+    data = bytearray(src.getvalue() if isinstance(src, io.BytesIO) else Path(src).read_bytes())
+    end = data.rfind(b"PK\x05\x06")  # end of central directory
+    if end < 0 or end + 22 > len(data):
+        raise zipfile.BadZipFile("no end of central directory")
+    count, _, start = struct.unpack_from("<HII", data, end + 10)
+    pos = start
+    for _ in range(count):
+        if data[pos:pos + 4] != b"PK\x01\x02":
+            raise zipfile.BadZipFile("bad central directory entry")
+        flags, = struct.unpack_from("<H", data, pos + 8)
+        n, m, k = struct.unpack_from("<HHH", data, pos + 28)
+        local, = struct.unpack_from("<I", data, pos + 42)
+        struct.pack_into("<H", data, pos + 8, flags & ~_UTF8_FLAG)
+        if data[local:local + 4] == b"PK\x03\x04":
+            lflags, = struct.unpack_from("<H", data, local + 6)
+            struct.pack_into("<H", data, local + 6, lflags & ~_UTF8_FLAG)
+        pos += 46 + n + m + k
+    zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    zf.names_recoded = True
+    return zf
+
+
+def _entry_name(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    if getattr(zf, "names_recoded", False):
+        return info.filename.encode("cp437").decode("utf-8", "replace")
+    return info.filename
+
+
+def _member_refusal(info: zipfile.ZipInfo, nested: bool, depth: int, max_depth: int) -> str | None:
+    """Why one zip entry is not read, from the zip directory alone, or None."""
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.flag_bits & 0x1:
+        return "encrypted zip entry (not supported; unzip it with its password first)"
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"zip entry too large ({info.file_size:,} bytes; the limit is {MAX_MEMBER_BYTES:,})"
+    if ratio > MAX_COMPRESSION_RATIO and (nested or info.file_size > 1_000_000):
+        # Images barely compress, and nor does a zip of images; a bomb compresses thousands to one.
+        return f"refused: compressed {ratio:,.0f} to 1, which images never are (zip bomb?)"
+    if nested and depth >= max_depth:
+        return f"zip nested more than {max_depth} deep (not searched)"
+    return None
+
+
+def _wanted(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    return [i for i in zf.infolist() if not i.is_dir() and _zip_wanted(_entry_name(zf, i))]
+
+
+def _survey(zf: zipfile.ZipFile, depth: int, budget: UnpackBudget, entries: int = 0, size: int = 0
+            ) -> tuple[int, int]:
+    """Entries and bytes a zip unpacks to, the zips inside it included: their directories are read, which
+    inflates only the nested zips themselves, never an image. Stops as soon as the budget is overrun, so a
+    zip of zips of zips (the 42.zip shape, a few KB that unpack to terabytes) costs milliseconds."""
+    for info in _wanted(zf):
+        entries, size = entries + 1, size + info.file_size
+        if budget.entries_used + entries > budget.max_entries or budget.bytes_used + size > budget.max_bytes:
+            break
+        if not is_image_name(_entry_name(zf, info)) and _member_refusal(info, True, depth, budget.max_depth) is None:
+            try:
+                with _open_zip(io.BytesIO(zf.read(info))) as inner:
+                    entries, size = _survey(inner, depth + 1, budget, entries, size)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError, zlib.error,
+                    struct.error):
+                pass  # reported with its reason when the zip is read
+    return entries, size
+
+
+def _iter_zip(src: Path | io.BytesIO, shown_as: str, depth: int, budget: UnpackBudget
+              ) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """Members of one zip (recursing into zips inside it), within ``budget``; every refusal is one line
+    with its reason. A zip named by the caller is surveyed first, nested zips and all (``_survey``): one
+    that would overrun the budget is refused whole before any image in it is inflated."""
+    try:
+        zf = _open_zip(src)
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error) as e:
         yield shown_as, None, f"cannot open zip ({e})"
         return
-    total = 0
     with zf:
-        for info in zf.infolist():
-            name = info.filename
-            if info.is_dir() or not _zip_wanted(name):
-                continue
+        if budget.exhausted:
+            return
+        wanted = _wanted(zf)
+        why = budget.refuse(*(_survey(zf, depth, budget) if depth == 1 else (0, 0)))
+        if why:
+            yield shown_as, None, why
+            return
+        for info in wanted:
+            if budget.exhausted:
+                return
+            name = _entry_name(zf, info)
             shown = f"{shown_as}:{name}"
             nested = not is_image_name(name)
-            ratio = info.file_size / max(info.compress_size, 1)
-            if info.flag_bits & 0x1:
-                yield shown, None, "encrypted zip entry (not supported; unzip it with its password first)"
-            elif info.file_size > MAX_MEMBER_BYTES:
-                yield shown, None, f"zip entry too large ({info.file_size:,} bytes; the limit is {MAX_MEMBER_BYTES:,})"
-            elif info.file_size > 1_000_000 and ratio > MAX_COMPRESSION_RATIO:
-                yield shown, None, f"refused: compressed {ratio:,.0f} to 1, which images never are (zip bomb?)"
-            elif total + info.file_size > MAX_ZIP_BYTES:
-                yield shown, None, f"refused: the zip unpacks to more than {MAX_ZIP_BYTES:,} bytes"
-            elif nested and depth >= MAX_ZIP_DEPTH:
-                yield shown, None, f"zip nested more than {MAX_ZIP_DEPTH} deep (not searched)"
+            why = _member_refusal(info, nested, depth, budget.max_depth) or budget.refuse(1, info.file_size)
+            budget.entries_used += 1
+            if why:
+                yield (shown_as if budget.exhausted else shown), None, why
+                continue
+            budget.bytes_used += info.file_size
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError,
+                    ValueError, zlib.error) as e:
+                yield shown, None, f"cannot read zip entry ({e})"
+                continue
+            if nested:
+                yield from _iter_zip(io.BytesIO(data), shown, depth + 1, budget)
             else:
-                total += info.file_size
-                try:
-                    data = zf.read(info)
-                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError,
-                        ValueError, zlib.error) as e:
-                    yield shown, None, f"cannot read zip entry ({e})"
-                    continue
-                if nested:
-                    yield from _iter_zip(io.BytesIO(data), shown, depth + 1)
-                else:
-                    yield shown, data, None
+                yield shown, data, None
 
 
 def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size: int = INPUT_SIZE,

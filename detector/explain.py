@@ -23,7 +23,7 @@ from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, Laye
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
-from .preprocess import CLASSES, normalize, to_batch
+from .preprocess import CLASSES, normalize, to_batch, to_rgb
 
 # Display name -> pytorch-grad-cam class. EigenCAM is class-agnostic (the same map for both classes).
 CAM_METHODS = {
@@ -247,7 +247,8 @@ def tile_map(predictor, rgb, max_tiles: int = 6) -> list[dict]:
     boxes = tile_boxes(w, h, predictor.input_size, max_tiles)
     if not boxes:
         return []
-    crop = (lambda b: np.asarray(rgb.crop(b))) if hasattr(rgb, "crop") else (lambda b: rgb[b[1]:b[3], b[0]:b[2]])
+    # A PIL image may be in any mode (the app keeps a large upload in its own): each tile becomes RGB alone.
+    crop = (lambda b: np.asarray(to_rgb(rgb.crop(b)))) if hasattr(rgb, "crop") else (lambda b: rgb[b[1]:b[3], b[0]:b[2]])
     p = predictor.predict_arrays(np.stack([crop(b) for b in boxes]))
     return [{"box": b, "p_fake": float(pi)} for b, pi in zip(boxes, p)]
 

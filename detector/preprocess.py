@@ -34,7 +34,8 @@ INPUT_SIZE = 32
 MEAN = (0.4747, 0.4573, 0.4467)
 STD = (0.2553, 0.2586, 0.2767)
 CLASSES = ("real", "fake")  # label 1 = fake; every model outputs one logit, sigmoid = P(fake)
-ACCEPTED = "JPEG, PNG, WebP, BMP, GIF, TIFF (up to 150 megapixels; RGB, RGBA, greyscale, palette, CMYK, 16-bit)"
+ACCEPTED = ("JPEG, PNG, WebP, BMP, GIF, TIFF (JPEG up to 150 megapixels; other formats up to 128 MB decoded, about "
+            "33 megapixels in colour; RGB, RGBA, greyscale, palette, CMYK, 16-bit)")
 # The largest image decoded (width x height). A 108 MP phone photo passes; a file whose header
 # claims more is refused before any pixel is decoded (decompression-bomb guard). Pillow's own guard
 # is set to the same figure so that every caller in the process (Gradio included) agrees.
@@ -42,6 +43,16 @@ MAX_PIXELS = 150_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # Pillow warns between 1x and 2x its limit; open_image refuses those files itself, so the warning is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# The most memory one decoded image may take (Pillow's in-memory size: 4 bytes a pixel for colour). A JPEG
+# larger than this is decoded at a reduced DCT scale (``Image.draft``), which costs 1/4 to 1/64 of it;
+# other formats decode whole, so they are refused above it (a 12000x12000 1-bit PNG is 17 KB on disk and
+# 137 MB decoded, 550 MB as RGB). Large images are reduced in their own mode before any conversion to RGB
+# (``shrink``), so no step multiplies this figure.
+MAX_DECODE_BYTES = 128 * 1024 ** 2
+# Larger decodes are reduced before conversion: below it, images decode exactly as they always have.
+WORK_BYTES = 64 * 1024 ** 2
+# Pillow's bytes per pixel in memory; palette images count as the RGBA they are converted to.
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 4, "PA": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -91,7 +102,49 @@ def open_image(src: ImageSource) -> Image.Image:
         if w < 1 or h < 1:
             raise ImageError(f"image has no pixels ({w}x{h})")
         raise ImageError(f"refused: {w}x{h} is more than {MAX_PIXELS // 1_000_000} megapixels")
+    if img.format != "JPEG" and decoded_bytes(img) > MAX_DECODE_BYTES:
+        need = decoded_bytes(img)
+        img.close()
+        raise ImageError(f"refused: this {w}x{h} {img.format or ''} image (mode {img.mode}) takes {need / 2 ** 20:,.0f} MB "
+                         f"to decode, over the {MAX_DECODE_BYTES // 2 ** 20} MB limit for formats other than JPEG (about "
+                         f"{MAX_DECODE_BYTES // 4 / 1e6:.0f} megapixels in colour); save it as a JPEG or make it smaller")
     return img
+
+
+def decoded_bytes(img: Image.Image, scale: int = 1) -> int:
+    """Memory Pillow needs to hold ``img`` decoded (at 1/``scale`` of its size, as a JPEG draft decodes)."""
+    w, h = -(-img.size[0] // scale), -(-img.size[1] // scale)
+    return w * h * _PIXEL_BYTES.get(img.mode, 4)
+
+
+def draft_within(img: Image.Image, budget: int = MAX_DECODE_BYTES) -> int:
+    """Decode a JPEG at the largest DCT scale (1, 1/2, 1/4, 1/8) that fits ``budget``; returns the divisor.
+    Other formats decode whole (``open_image`` has refused those over the limit)."""
+    if img.format != "JPEG":
+        return 1
+    for scale in (1, 2, 4, 8):
+        if decoded_bytes(img, scale) <= budget or scale == 8:
+            if scale > 1:
+                img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (-(-img.size[0] // scale), -(-img.size[1] // scale)))
+            return scale
+    return 8
+
+
+def shrink(img: Image.Image, min_side: int, budget: int = WORK_BYTES) -> Image.Image:
+    """``img`` reduced by a whole factor, in its own mode, so its short side stays at least ``min_side``;
+    only when converting it to RGB would take more than ``budget`` (smaller images decode exactly as before).
+    A 1-bit image is reduced as greyscale and a palette image as RGBA, the modes they become anyway."""
+    w, h = img.size
+    k = min(w, h) // max(min_side, 1)
+    if k < 2 or w * h * 4 <= budget:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce(k)
 
 
 PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
@@ -176,10 +229,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_rgb(src: ImageSource) -> Image.Image:
-    """Decode ``src`` fully as 8-bit RGB at its own size (for display and statistics)."""
+def load_rgb(src: ImageSource, min_side: int | None = None) -> Image.Image:
+    """Decode ``src`` as 8-bit RGB at its own size (for display and statistics); with ``min_side``, a large
+    image may come back reduced, its short side still at least ``min_side``."""
     img = open_image(src)
     try:
+        if min_side:
+            draft_within(img, WORK_BYTES)
+            img = shrink(img, min_side)
         return to_rgb(img)
     except ImageError:
         raise
@@ -200,7 +257,7 @@ def load_image(src: ImageSource, size: int = INPUT_SIZE) -> np.ndarray:
     try:
         if img.format == "JPEG" and min(img.size) > 4 * size:
             img.draft("RGB", (4 * size, 4 * size))  # fast reduced-scale JPEG decode
-        return np.array(fit_to_input(to_rgb(img), size), dtype=np.uint8)  # a writable copy
+        return np.array(fit_to_input(to_rgb(shrink(img, 4 * size)), size), dtype=np.uint8)  # a writable copy
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
@@ -296,6 +353,6 @@ def jpeg_recompress(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 __all__ = [
     "INPUT_SIZE", "MEAN", "STD", "CLASSES", "ACCEPTED", "ImageError", "AugmentConfig",
-    "open_image", "orientation", "to_rgb", "load_rgb", "fit_to_input", "load_image", "to_batch", "normalize",
+    "MAX_DECODE_BYTES", "open_image", "decoded_bytes", "draft_within", "shrink", "orientation", "to_rgb", "load_rgb", "fit_to_input", "load_image", "to_batch", "normalize",
     "augment_batch", "jpeg_recompress", "down_up",
 ]

@@ -764,6 +764,12 @@ def _watermarks(img: Image.Image, ev: Evidence) -> None:
         ev.notes.append(f"{w}x{h} is too small for the watermark decoder (it needs {WATERMARK_PIXELS:,} pixels and "
                         "16 a side): not checked")
         return
+    from .preprocess import WORK_BYTES, decoded_bytes
+
+    if decoded_bytes(img) > WORK_BYTES:  # Pillow decodes the whole file to give the top rows: bound its memory
+        ev.notes.append(f"{w}x{h} is too large to check for the watermark within the memory bound "
+                        f"({WORK_BYTES // 2 ** 20} MB decoded): not checked")
+        return
     per_row = (w // 4 * 4 // 2) // WATERMARK_BLOCK  # blocks in one row of blocks of the LL band
     if per_row > 4 * WATERMARK_BLOCKS:  # one row of blocks would already cost four times the budget
         ev.notes.append(f"{w} px is too wide to check for the watermark within the time bound: not checked")

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import app
+from tests.conftest import uploaded
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "assets" / "examples"
@@ -54,7 +55,7 @@ def test_every_shipped_model_is_offered():
 
 
 def test_analyse_ui_fills_every_output():
-    out = app.analyse_ui(str(FAKE_EXAMPLE), "cnn", "GradCAM++")
+    out = app.analyse_ui(uploaded(FAKE_EXAMPLE), "cnn", "GradCAM++")
     assert len(out) == 18 and all(o is not None for o in out)
     verdict, evidence, probs, *_, summary = out
     assert "P(fake)" in verdict and probs["fake"] == pytest.approx(summary["p_fake"], abs=1e-6)
@@ -67,7 +68,7 @@ def test_analyse_ui_fills_every_output():
 @pytest.mark.parametrize("example,model", [("fake_cat.jpg", "fakespot"), ("wild_real_iphone6.jpg", "wild"),
                                            ("photo_grace_hopper.jpg", "wild")])
 def test_auto_picks_the_track_by_size_and_says_why(example, model):
-    out = app.analyse_ui(str(EXAMPLES / example), "auto", "GradCAM")
+    out = app.analyse_ui(uploaded(EXAMPLES / example), "auto", "GradCAM")
     verdict, summary = out[0], out[-1]
     assert summary["model"] == model and "judged it" in summary["reason"] and "Why this model" in verdict
     if example == "wild_real_iphone6.jpg":  # 1600x1200: large enough for the tile map
@@ -76,7 +77,7 @@ def test_auto_picks_the_track_by_size_and_says_why(example, model):
 
 
 def test_wild_model_tells_the_wild_examples_apart():
-    p = {e: app.predict(str(EXAMPLES / e))["p_fake"] for e in
+    p = {e: app.predict(uploaded(EXAMPLES / e))["p_fake"] for e in
          ("wild_real_iphone6.jpg", "wild_fake_recraft_v3.jpg", "wild_fake_flux.jpg")}
     assert p["wild_real_iphone6.jpg"] < min(p["wild_fake_recraft_v3.jpg"], p["wild_fake_flux.jpg"]), p
 
@@ -89,7 +90,7 @@ def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp
     signed.write_bytes(art.c2pa_sign(art.encode(art.photo_like(320, 240), "JPEG", quality=90), ca))
     sd = tmp_path / "a1111.png"
     sd.write_bytes(art.png_with_text(art.photo_like(300, 300), {"parameters": art.A1111}))
-    out = app.analyse_ui(str(signed), "auto", "GradCAM")
+    out = app.analyse_ui(uploaded(signed), "auto", "GradCAM")
     verdict, evidence, summary = out[0], out[1], out[-1]
     assert verdict.startswith("## Content Credentials signed by Evidence Test Lab (certificate not on the trust list) "
                               "declare this image AI-generated")
@@ -97,8 +98,8 @@ def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp
     assert "Declared in the file's metadata" in evidence and "trust anchors" in evidence
     assert summary["evidence"]["findings"][0]["source"] == "c2pa"
     assert 0 <= summary["p_fake"] <= 1
-    assert app.predict(str(sd))["evidence"]["findings"][0]["details"]["tool"] == "AUTOMATIC1111/Forge"
-    summary_md, _table, downloads, _ = app.batch_ui([str(signed), str(sd), str(FAKE_EXAMPLE)], "auto",
+    assert app.predict(uploaded(sd))["evidence"]["findings"][0]["details"]["tool"] == "AUTOMATIC1111/Forge"
+    summary_md, _table, downloads, _ = app.batch_ui([uploaded(signed), uploaded(sd), uploaded(FAKE_EXAMPLE)], "auto",
                                                    progress=lambda *a, **k: None)
     assert "2 carry provenance evidence" in summary_md
     with open(downloads[0], newline="", encoding="utf-8") as f:
@@ -109,7 +110,7 @@ def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp
     assert any(f["source"] == "png-text" for r in results for f in r["evidence_findings"])
     camera = tmp_path / "camera.jpg"
     camera.write_bytes(art.camera_jpeg(art.photo_like(320, 240)))
-    verdict = app.analyse_ui(str(camera), "auto", "GradCAM")[0]  # copied EXIF is easy: it does not lead
+    verdict = app.analyse_ui(uploaded(camera), "auto", "GradCAM")[0]  # copied EXIF is easy: it does not lead
     assert verdict.startswith("## Likely") or verdict.startswith("## Uncertain"), verdict
     assert "**Evidence first:** Camera EXIF: Apple iPhone 13" in verdict
 
@@ -157,13 +158,13 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is text, not a JPEG")
     with pytest.raises(gr.Error, match="notes.jpg: not a recognised image"):
-        app.analyse_ui(str(bad), "cnn", "GradCAM")
+        app.analyse_ui(uploaded(bad), "cnn", "GradCAM")
     with pytest.raises(gr.Error, match="Unknown model"):
-        app.predict(str(FAKE_EXAMPLE), "no-such-model")
+        app.predict(uploaded(FAKE_EXAMPLE), "no-such-model")
     with pytest.raises(gr.Error, match="Unknown CAM method"):
-        app.explain(str(FAKE_EXAMPLE), "cnn", "MagicCAM")
+        app.explain(uploaded(FAKE_EXAMPLE), "cnn", "MagicCAM")
     with pytest.raises(gr.Error, match="ScoreCAM on resnet50 would run 4,096 forward passes"):
-        app.explain(str(FAKE_EXAMPLE), "resnet50", "ScoreCAM")  # refused at once, not after 24 s
+        app.explain(uploaded(FAKE_EXAMPLE), "resnet50", "ScoreCAM")  # refused at once, not after 24 s
     with pytest.raises(gr.Error, match="upload an image"):
         app.predict(None)
 
@@ -176,7 +177,7 @@ def test_batch_ui_writes_csv_and_json_and_lists_bad_files(tmp_path):
         z.writestr("imgs/empty.png", b"")
     loose = tmp_path / "loose.png"
     Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(loose)
-    summary, table, files, errors = app.batch_ui([str(zpath), str(loose)], "cnn", progress=lambda *a, **k: None)
+    summary, table, files, errors = app.batch_ui([uploaded(zpath), uploaded(loose)], "cnn", progress=lambda *a, **k: None)
     n = len(list(EXAMPLES.glob("*_*.jpg"))) + 1
     assert f"**{n} images analysed**" in summary and "**1 files could not be read**" in summary
     assert len(table.value["data"]) == n and errors.value["data"][0][0] == "mixed.zip:imgs/empty.png"
@@ -201,7 +202,7 @@ def test_api_predict(client):
 
     out = client.predict(handle_file(str(FAKE_EXAMPLE)), api_name="/predict")
     assert isinstance(out["p_fake"], float) and out["label"] in ("real", "fake")
-    assert out["p_fake"] == pytest.approx(app.predict(str(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
+    assert out["p_fake"] == pytest.approx(app.predict(uploaded(FAKE_EXAMPLE))["p_fake"], abs=1e-6)
     assert out["model"] == "fakespot" and "CIFAKE" in out["reason"]  # auto: a 32x32 image goes to the CIFAKE track
     cnn = client.predict(handle_file(str(FAKE_EXAMPLE)), "cnn", api_name="/predict")
     assert cnn["model"] == "cnn"

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image, features
 
 from detector.preprocess import ImageError, load_image
+from tests.conftest import uploaded
 
 ROOT = Path(__file__).resolve().parent.parent
 OK = "ok"
@@ -293,13 +294,15 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, 
     import app
 
     _, path, expect = next(k for k in single_files(hostile) if k[0] == kind)
-    upload = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+    def upload():  # each request uploads anew: /predict deletes its upload once it has answered
+        return {"path": uploaded(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
     if expect == OK:
-        out = app.predict(upload, model)
+        out = app.predict(upload(), model)
         assert 0 <= out["p_fake"] <= 1 and out["model"] == model
-        assert len(app.analyse_ui(upload, model, "GradCAM")) == 18
+        assert len(app.analyse_ui(upload(), model, "GradCAM")) == 18
     else:
-        for call in (lambda: app.predict(upload, model), lambda: app.analyse_ui(upload, model, "GradCAM")):
+        for call in (lambda: app.predict(upload(), model), lambda: app.analyse_ui(upload(), model, "GradCAM")):
             with pytest.raises(gr.Error) as e:
                 call()
             assert expect.lower() in e.value.message.lower() and path.name in e.value.message
@@ -308,8 +311,8 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, 
 def test_app_batch_goes_on_past_every_bad_file_and_zip(hostile):
     import app
 
-    paths = [str(p) for _, p, _ in single_files(hostile) if p.is_file()]
-    paths += [str(hostile / name) for name, _, _ in ZIPS.values()]
+    paths = [uploaded(p) for _, p, _ in single_files(hostile) if p.is_file()]
+    paths += [uploaded(hostile / name) for name, _, _ in ZIPS.values()]
     summary, table, downloads, bad = app.batch_ui(paths, "cnn", progress=lambda *a, **k: None)
     n_ok = sum(e == OK for _, p, e in single_files(hostile) if p.is_file())
     n_ok += sum(e == OK for _, _, m in ZIPS.values() if m for e in m.values())
