@@ -4,27 +4,21 @@
 
 Runs unchanged as a Hugging Face Space (see the README's front matter). With DETECTOR_HUB_REPO set,
 checkpoints are downloaded from that Hub repository, falling back to ``checkpoints/`` when offline.
-The layout lives here; every computation is in ``detector`` (analysis, explain, stats, plots).
+The layout and the event handlers live here; every computation is in ``detector`` (analysis, explain, stats,
+plots), the rendering of results and the downloads in ``webapp`` (render, export, serving).
 
-API (gradio_client): ``/predict`` (image [, model]) -> JSON with p_fake and label;
+API (gradio_client): ``/predict`` (image [, model]) -> JSON with p_fake and the verdict;
 ``/explain`` (image [, model, method, target]) -> (heatmap image, JSON).
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
-from detector import serving
+from webapp import serving
 
 serving.disable_analytics()  # before Gradio is imported: no usage reports unless GRADIO_ANALYTICS_ENABLED says so
 import gradio as gr  # noqa: E402
@@ -32,21 +26,25 @@ from gradio import utils as gr_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 import detector  # noqa: E402
-from detector.analysis import UNCERTAIN_MARGIN, Analysis, analyse, batch_rows, uncertain_band
+from detector.analysis import Analysis, analyse, batch_rows
 from detector.checkpoint import CheckpointError
 from detector.data import UnpackBudget, count_images
-from detector.explain import CAM_METHODS, CLASS_AGNOSTIC, ExplainError, Explainer, outline, overlay, tile_overlay
+from detector.explain import CAM_METHODS, ExplainError, outline, overlay, tile_overlay
 from detector.plots import StatHistogramPainter, figure_to_array, model_report
-from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,
-                              checkpoint_dir, choose_track, hub_settings, image_size, is_backbone, shipped_models)
+from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MAX_SIDE, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV,
+                              WILD_MODEL, AutoPredictor, checkpoint_dir, hub_settings, is_backbone,
+                              shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
-from detector.provenance import AI_CLAIMS
-from detector.stats import STATS, Reference, log_spectrum
+from detector.stats import STATS, log_spectrum
+from webapp.export import csv_safe, write_exports  # noqa: F401 (csv_safe: part of the app's tested surface)
+from webapp.render import (REFERENCE, STATS_HEADERS, VIEW, background_markdown, evidence_markdown,  # noqa: F401
+                           heatmap_views, jpeg_markdown, md, meter_html, stats_heading, stats_table, tile_markdown,
+                           verdict_markdown)
 
 log = logging.getLogger("app")
 
 
-SERVING = serving.configure()  # threads, malloc arenas, atomic Gradio cache writes (detector/serving.py)
+SERVING = serving.configure()  # threads, malloc arenas, atomic Gradio cache writes (webapp/serving.py)
 
 
 def UserError(message: str) -> gr.Error:  # noqa: N802 (raised like the exception class it builds)
@@ -60,20 +58,20 @@ EXAMPLES = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "25mb"  # per upload; a batch zip counts as one file
 CONCURRENCY = 2  # requests computed at once (2 CPU cores); the rest wait in the queue
 QUEUE_SIZE = 64
-EXPORT_DIR = Path(tempfile.gettempdir()) / "fakespot-exports"
-EXPORT_MAX_AGE_S = 3600
-# Uploads are deleted this long after they arrive (checked every UPLOAD_SWEEP_S); /predict and /explain delete
-# theirs as soon as they answer. Analyse and Batch keep theirs so the page can re-run on a new model choice.
+# Uploads are deleted this long after they arrive (checked every UPLOAD_SWEEP_S), not when a request ends:
+# Gradio names an upload by its content, so two requests with the same image share one file (and an example's
+# cached copy may be it), and the page re-runs on its upload when the model choice changes.
 UPLOAD_TTL_S = int(os.environ.get("DETECTOR_UPLOAD_TTL", "600"))
 UPLOAD_SWEEP_S = max(1, min(60, UPLOAD_TTL_S // 2))
-VIEW = 256  # side of the enlarged 32x32 views
 
 
-def load_models() -> tuple[dict[str, tuple], list[str]]:
-    """Every shipped model, loaded once: name -> (predictor, explainer); plus notes to show the user.
+def load_models() -> tuple[AutoPredictor, list[str]]:
+    """Every shipped model, loaded once into the router that decides which one judges an image; plus notes
+    to show the user.
 
     A model whose record or weights are missing, truncated or tampered with is left out and the page
-    says why; the app still starts with the models that load.
+    says why; the app still starts with the models that load, and a missing track default's images go to
+    the first model that loaded (the router says so in each answer).
     """
     notes, models = [], {}
     repo, revision = hub_settings()
@@ -88,8 +86,7 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
     names = listed + sorted(others - set(listed) - backbones)  # tried too, so the page can say what is wrong
     for name in names:
         try:
-            pred = detector.load(name, notes=notes)
-            models[name] = (pred, Explainer(pred))
+            models[name] = detector.load(name, notes=notes)
         except (CheckpointError, OSError, ValueError) as e:
             notes.append(f"Model `{name}` could not be loaded and is not offered: {e}")
             log.warning("model %s not loaded: %s", name, e)
@@ -102,35 +99,26 @@ def load_models() -> tuple[dict[str, tuple], list[str]]:
             if track not in models:
                 notes.append(f"The track default `{track}` is missing; images it would judge go to "
                              f"`{next(iter(models))}` instead.")
-    return models, notes
+    # The app never loads on demand: a model that failed at start stays out, and its track falls back.
+    return AutoPredictor(loaded=models, fallback=next(iter(models), None), load_missing=False), notes
 
 
-MODELS, NOTES = load_models()
-MODEL_NAMES = list(MODELS)
+ROUTER, NOTES = load_models()
+MODEL_NAMES = list(ROUTER.predictors)
 CHOICES = [AUTO, *MODEL_NAMES]  # the dropdowns: auto (by the image) first
-DEFAULT = AUTO if MODELS else None
-REFERENCE = Reference.load()
+DEFAULT = AUTO if MODEL_NAMES else None
 PAINTER = StatHistogramPainter(REFERENCE)
-CIFAKE_JPEG_QUALITY = sorted({q for c in REFERENCE.summary.get("jpeg_quality", {}).values() for q in c})
 
 
 def _model(name: str | None, path: str | None = None) -> tuple:
-    """(predictor, explainer, reason): the named model, or with ``auto`` the track the image's size picks."""
-    if not MODELS:
+    """(predictor, explainer, reason) from the router: the named model, or under ``auto`` the one it picks."""
+    if not MODEL_NAMES:
         raise UserError("No model is loaded; see the note at the top of the page.")
     name = name or DEFAULT
-    if name == AUTO:
-        if path is None:
-            name = WILD_MODEL if WILD_MODEL in MODELS else MODEL_NAMES[0]
-            return (*MODELS[name], "the wild track is the default for files")
-        name, reason = choose_track(image_size(path))
-        if name not in MODELS:
-            reason += f"; `{name}` is not loaded, so `{MODEL_NAMES[0]}` judged it instead"
-            name = MODEL_NAMES[0]
-        return (*MODELS[name], reason)
-    if name not in MODELS:
+    if name not in CHOICES:
         raise UserError(f"Unknown model {name!r}; choose one of {', '.join(CHOICES)}.")
-    return (*MODELS[name], f"`{name}` was chosen by hand")
+    pred, reason = ROUTER.pick(path, name)
+    return pred, ROUTER.explainer(pred), reason
 
 
 def _method(name: str | None) -> str:
@@ -167,15 +155,7 @@ def _upload(value) -> tuple[str | None, str]:
     return real, str(name or Path(real).name)
 
 
-def _discard(path: str | None) -> None:
-    """Delete an API request's upload once it is answered (the page's own uploads age out instead)."""
-    if path:
-        Path(path).unlink(missing_ok=True)
-
-
-def _run(image, model: str | None, method: str | None = None, explain: bool = True, discard: bool = False
-         ) -> Analysis:
-    """One request's analysis; ``discard`` deletes the upload when done (the API's requests)."""
+def _run(image, model: str | None, method: str | None = None, explain: bool = True) -> Analysis:
     path, shown = _upload(image)
     if path is None:
         raise UserError(f"Drop, paste or upload an image first. Accepted: {ACCEPTED}.")
@@ -188,139 +168,6 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
         raise UserError(str(e)) from None
     finally:
         serving.release_freed_memory()  # the request's tensors are freed: give the pages back
-        if discard:
-            _discard(path)
-
-
-# --- rendering helpers: Analysis -> what the page shows -------------------------------------------
-
-# What can make Markdown of plain text: emphasis, code, links and images ([, ], !), tables, strike-through.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]!|~])")
-
-
-def md(text) -> str:
-    """Text from a file (metadata, a signer's name, a parser's message) as literal Markdown: Markdown's
-    punctuation backslash-escaped and HTML's escaped, so it can neither link, embed nor add markup."""
-    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " "), quote=False)
-
-
-def verdict_markdown(a: Analysis) -> str:
-    """The verdict: the strongest provenance finding first when there is one, the classifier's P(fake) beside it."""
-    lo, hi = uncertain_band(a.threshold)
-    head = {"fake": "Likely AI-generated", "real": "Likely a real photograph",
-            "uncertain": f"Uncertain (leaning {a.label})"}[a.verdict]
-    classifier = (f"**P(fake) = {a.p_fake:.3f}** · decision threshold {a.threshold:.2f} · "
-                  f"uncertain between {lo:.2f} and {hi:.2f} · model `{a.model}`\n\n*Why this model:* {a.reason}.")
-    top = a.evidence.strongest if a.evidence else None
-    if top is None:
-        return f"## {head}\n{classifier}"
-    if leads(top):
-        return (f"## {md(top.title)}\n*{STRENGTH_WORDS[top.strength]}; see Evidence below.*\n\n"
-                f"**The classifier, separately: {head[0].lower() + head[1:]}.** {classifier}")
-    return (f"## {head}\n**Evidence first:** {md(top.title)} (*{STRENGTH_WORDS[top.strength].lower()}*; see Evidence "
-            f"below).\n\n{classifier}")
-
-
-def leads(f) -> bool:
-    """Whether a finding replaces the classifier's verdict as the headline: a verified signature, or intact
-    evidence of AI. Metadata is forged to hide AI far more than to claim it, so a copied camera EXIF or a
-    broken manifest is stated first but under the classifier's headline."""
-    return f.details.get("intact", True) and (f.strength == "verified" or f.claim in AI_CLAIMS)
-
-
-STRENGTH_WORDS = {"verified": "Cryptographically verified", "declared": "Declared in the file's metadata",
-                  "heuristic": "A statistical (heuristic) signal"}
-
-
-def evidence_markdown(a: Analysis) -> str:
-    """The Evidence panel: every finding with its strength and limits, then what was skipped, and the trust list."""
-    ev = a.evidence
-    if ev is None:
-        return ""
-    lines = ["### Evidence beyond the classifier"]
-    if not ev.findings:
-        lines.append(md(ev.headline()))
-    for f in ev.ranked():
-        lines.append(f"- **{md(f.title)}.** *{STRENGTH_WORDS[f.strength]}.* Proves: {md(f.proves)} Does not prove: "
-                     f"{md(f.does_not_prove)}")
-    if ev.notes:
-        lines.append("\n**Checked, nothing to show, or skipped:** " + " · ".join(map(md, ev.notes)))
-    lines.append(f"\n<sub>Content Credentials checked with c2pa-python against {md(ev.trust)}. Evidence took "
-                 f"{ev.seconds * 1000:.0f} ms. It is never blended into P(fake).</sub>")
-    return "\n".join(lines)
-
-
-def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
-    other = CLASSES[1 - CLASSES.index(a.label)]
-    views = []
-    for cls, role in ((a.label, "predicted"), (other, "other")):
-        cam = a.heatmaps[cls]
-        label = f"{a.method}: regions that push toward '{cls}' ({role} class)"
-        if a.method in CLASS_AGNOSTIC:
-            label = f"{a.method} (class-agnostic: the same map for both classes)"
-        elif not cam.any():
-            label += f": empty, no region pushes toward '{cls}'"
-        views += [overlay(a.model_input, cam, VIEW), label]
-    return tuple(views)
-
-
-def background_markdown(a: Analysis) -> str:
-    area = a.background_area
-    lines = []
-    for cls in (a.label, CLASSES[1 - CLASSES.index(a.label)]):
-        share = a.background_share[cls]
-        if np.isnan(share):
-            lines.append(f"- toward **{cls}**: empty map, no share")
-        else:
-            lines.append(f"- toward **{cls}**: **{share:.0%}** of the heatmap energy is on the background")
-    return ("**Where the model looked.** The object (outlined) was found with OpenCV's GrabCut; the background "
-            f"is {area:.0%} of the image, so an evenly spread map would put {area:.0%} there.\n" + "\n".join(lines))
-
-
-def tile_markdown(a: Analysis) -> str:
-    if not a.tiles:
-        return ""
-    p = [t["p_fake"] for t in a.tiles]
-    return (f"**Tile map.** {len(p)} tiles of {a.model_input.shape[0]}x{a.model_input.shape[0]} pixels, judged at full "
-            f"resolution: P(fake) from {min(p):.2f} to {max(p):.2f} (whole image {a.p_fake:.2f}). Tiles that disagree "
-            "with the whole image point at regions worth a closer look; a tile sees less context than the whole.")
-
-
-def stats_heading(a: Analysis) -> str:
-    if a.wild:
-        return ("### Blur, sharpness and noise\nMeasured on the model's 224x224 input and placed against CIFAKE's "
-                "32x32 training images, which do not describe full-size photos: read the values, not the leaning.")
-    return "### Blur, sharpness and noise against CIFAKE's real and fake training images"
-
-
-def stats_table(a: Analysis) -> list[list]:
-    rows = []
-    for name, (label, meaning) in STATS.items():
-        v = a.stats[name]
-        s = REFERENCE.stats[name]
-        rows.append([label, round(v, 4), round(s["real"]["median"], 4), round(s["fake"]["median"], 4),
-                     round(REFERENCE.percentile(name, "real", v), 1), round(REFERENCE.percentile(name, "fake", v), 1),
-                     REFERENCE.leaning(name, v), meaning])
-    return rows
-
-
-STATS_HEADERS = ["statistic", "this image", "real median", "fake median", "percentile (real)",
-                 "percentile (fake)", "reading", "meaning"]
-
-
-def jpeg_markdown(a: Analysis) -> str:
-    if a.wild:
-        if a.jpeg_quality is None:
-            return f"The file is {a.format or 'an image'}, not a JPEG."
-        return (f"The file is a JPEG of estimated quality **{a.jpeg_quality}** (libjpeg scale). The wild model was "
-                "trained with both classes re-encoded at random JPEG qualities, so the format should not sway it; "
-                "a low quality means the image was recompressed, which hides the fine detail it reads.")
-    cifake = "/".join(CIFAKE_JPEG_QUALITY) or "?"
-    if a.jpeg_quality is None:
-        return f"The file is {a.format or 'an image'}, not a JPEG. (Every CIFAKE image is a JPEG of quality {cifake}.)"
-    return (f"The file is a JPEG of estimated quality **{a.jpeg_quality}** (libjpeg scale). Every CIFAKE image, real "
-            f"and fake, is a JPEG of quality {cifake}, so quality alone says nothing about the class; a very "
-            "different quality means the image has been through another encoder.")
 
 
 # --- event handlers ---------------------------------------------------------------------------------
@@ -341,7 +188,7 @@ def analyse_ui(image, model: str, method: str):
     return (
         verdict_markdown(a),
         evidence_markdown(a),
-        {"fake": a.p_fake, "real": 1 - a.p_fake},
+        meter_html(a),
         gr.Image(value=np.kron(a.model_input, np.ones((VIEW // a.model_input.shape[0],) * 2 + (1,), np.uint8)),
                  label=f"what the model sees: its {a.model_input.shape[0]}x{a.model_input.shape[1]} input"),
         gr.Image(value=a.display, label=f"your image ({a.size[0]}x{a.size[1]})"),
@@ -369,7 +216,7 @@ def predict(image, model: str | None = None) -> dict:
 
     Args:
         image: the image file (JPEG, PNG, WebP, BMP, GIF or TIFF; up to 25 MB). A full-size photo or render
-            goes to the wild track (CLIP ViT-B/16); a thumbnail of at most 64 px a side to the CIFAKE track.
+            goes to the wild track (CLIP ViT-B/16); a thumbnail to the CIFAKE track (the answer says which and why).
         model: "auto" (default: chosen by the image's size), "wild", "fakespot", "cnn" or "resnet50".
 
     Returns:
@@ -378,7 +225,7 @@ def predict(image, model: str | None = None) -> dict:
         provenance findings (C2PA Content Credentials, IPTC/XMP, EXIF, generator text chunks, Stable
         Diffusion watermarks), strongest first, each with its strength and what it does not prove.
     """
-    return _run(image, model, explain=False, discard=True).summary()
+    return _run(image, model, explain=False).summary()
 
 
 def explain(image, model: str | None = None, method: str = "GradCAM", target: str = "predicted"):
@@ -399,28 +246,16 @@ def explain(image, model: str | None = None, method: str = "GradCAM", target: st
     """
     if target not in ("predicted", *CLASSES):
         raise UserError(f"target must be 'predicted', 'real' or 'fake', got {target!r}")
-    a = _run(image, model, method, discard=True)
+    a = _run(image, model, method)
     cls = a.label if target == "predicted" else target
     return overlay(a.model_input, a.heatmaps[cls], VIEW), dict(a.summary(), target=cls)
-
-
-def _prune_exports() -> None:
-    now = time.time()
-    for d in EXPORT_DIR.glob("*"):
-        if d.is_dir() and now - d.stat().st_mtime > EXPORT_MAX_AGE_S:
-            shutil.rmtree(d, ignore_errors=True)
 
 
 def batch_ui(files, model: str, progress=gr.Progress()):
     """The Batch tab: many files or zips -> table, summary, CSV and JSON downloads, and the bad files."""
     if not files:
         raise UserError(f"Upload some images or a zip of images first. Accepted: {ACCEPTED}, and .zip.")
-    if (model or DEFAULT) == AUTO:
-        pred = detector.predict.AutoPredictor(loaded={n: m[0] for n, m in MODELS.items()})
-        for track in (WILD_MODEL, CIFAKE_MODEL):  # a missing track default: its images go to a loaded model
-            pred.predictors.setdefault(track, MODELS[MODEL_NAMES[0]][0])
-    else:
-        pred = _model(model)[0]
+    pred = ROUTER if (model or DEFAULT) == AUTO else _model(model)[0]
     uploads = [_upload(f) for f in files]
     paths = [p for p, _ in uploads]
     total = max(count_images(paths), 1)
@@ -430,48 +265,28 @@ def batch_ui(files, model: str, progress=gr.Progress()):
         rows += r
         errors += e
         progress((min(done, total), total), desc="analysing", unit="images")
-    columns = ["file", "p_fake", "label", "verdict", "model", "evidence", "evidence_strength", "evidence_claim",
-               *STATS, "jpeg_quality", "reason"]
-    n_fake = sum(r["label"] == "fake" for r in rows)
-    n_unc = sum(r["verdict"] == "uncertain" for r in rows)
+    columns = ["file", "p_fake", "verdict", "label", "headline", "model", "evidence", "evidence_strength",
+               "evidence_claim", *STATS, "width", "height", "jpeg_quality", "reason"]
+    shown = ["file", "p_fake", "verdict", "model", "evidence", "evidence_strength", *STATS, "jpeg_quality"]
+    count = {k: sum(r["verdict"] == k for r in rows) for k in ("fake", "uncertain", "real")}
     used = ", ".join(f"`{m}` {sum(r['model'] == m for r in rows)}" for m in sorted({r["model"] for r in rows}))
     n_ev = sum(bool(r.get("evidence")) for r in rows)
-    summary = (f"**{len(rows)} images analysed** ({used or 'none'}): **{n_fake} likely fake**, "
-               f"**{len(rows) - n_fake} likely real** ({n_unc} of them uncertain, P(fake) within "
-               f"{UNCERTAIN_MARGIN} of each model's threshold); **{n_ev} carry provenance evidence** (see the "
-               f"evidence columns); **{len(errors)} files could not be read**.")
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    _prune_exports()
-    out = EXPORT_DIR / uuid.uuid4().hex
-    out.mkdir()
-    with open(out / "fakespot_results.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns + ["error"], extrasaction="ignore")  # findings: in the JSON
-        w.writeheader()
-        w.writerows(map(csv_safe, rows))
-        w.writerows(csv_safe({"file": e["file"], "error": e["reason"]}) for e in errors)
-    with open(out / "fakespot_results.json", "w", encoding="utf-8") as f:
-        json.dump({"model": pred.name, "thresholds": {m: MODELS[m][0].threshold for m in MODELS},
-                   "results": rows, "errors": errors}, f, indent=1)
-    table = [[r.get(c, "") for c in columns] for r in rows]
+    summary = (f"**{len(rows)} images analysed** ({used or 'none'}): **{count['fake']}** likely AI-generated, "
+               f"**{count['uncertain']}** uncertain (too close to the model's threshold to call), **{count['real']}** "
+               "with no sign of AI generation found; "
+               f"**{n_ev} carry provenance evidence** (see the evidence columns); **{len(errors)} files could not be read**.")
+    csv_path, json_path = write_exports(rows, errors, columns, {
+        "model": pred.name, "thresholds": {m: p.threshold for m, p in ROUTER.predictors.items()}})
+    table = [[round(v, 3) if isinstance(v, float) else v for v in (r.get(c, "") for c in shown)] for r in rows]
     bad = [[e["file"], e["reason"]] for e in errors]
-    return (summary, gr.Dataframe(value=table, headers=columns), [str(out / "fakespot_results.csv"),
-            str(out / "fakespot_results.json")], gr.Dataframe(value=bad, headers=["file", "reason"]))
-
-
-def csv_safe(row: dict) -> dict:
-    """A CSV row a spreadsheet will not run: text cells that start like a formula (=, +, -, @, tab or carriage
-    return: OWASP's list) get a leading apostrophe, which spreadsheets show as text. File names are chosen by
-    whoever made the upload."""
-    return {k: ("'" + v if isinstance(v, str) and v[:1] in FORMULA_STARTS else v) for k, v in row.items()}
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+    return (summary, gr.Dataframe(value=table, headers=shown), [str(csv_path), str(json_path)],
+            gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad)))
 
 
 def model_tab(name: str):
     """The Models tab for one model: its measured figures and plots, from its checkpoint record."""
     if name == AUTO:
-        return ("**auto** picks the model by the image: images at most 64 px a side (CIFAKE-sized) go to "
+        return (f"**auto** picks the model by the image: images at most {CIFAKE_MAX_SIDE} px a side (CIFAKE-sized) go to "
                 f"`{CIFAKE_MODEL}`, everything larger to `{WILD_MODEL}`. Choose a model to see its figures."), None
     pred = _model(name)[0]
     rec = pred.record
@@ -581,7 +396,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=3):
                     verdict = gr.Markdown("Drop an image to start.", elem_id="verdict")
                     evidence = gr.Markdown(elem_id="evidence")
-                    probs = gr.Label(label="P(real) and P(fake)", show_label=False)
+                    probs = gr.HTML(elem_id="pmeter")
                     with gr.Row():
                         seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png")
                         original = gr.Image(label="your image", height=VIEW, interactive=False)

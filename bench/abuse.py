@@ -21,13 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 from PIL import Image
+
+from bench.artefacts import nested_zip_bomb, zip_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 TTL = 20  # seconds an upload is kept in this run (the sweep runs every TTL // 2)
@@ -54,19 +54,9 @@ def _jpeg(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
-def _zip(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as z:
-        for name, data in members.items():
-            z.writestr(name, data, compress_type=method)
-    return buf.getvalue()
-
-
 def bombs() -> list[tuple[str, str, bytes]]:
     """(name, file name, bytes): pixel bombs at and past the decode limit, zip bombs, and a normal photo."""
-    nested = _zip({f"a{i}.png": bytes(900_000) for i in range(16)})
-    for level in range(2):
-        nested = _zip({f"l{level}_{i}.zip": nested for i in range(16)})
+    nested = nested_zip_bomb()
     photo = (ROOT / "assets" / "examples").glob("wild_*.jpg")
     return [
         ("ordinary photo (example)", "photo.jpg", next(iter(sorted(photo))).read_bytes()),
@@ -75,7 +65,7 @@ def bombs() -> list[tuple[str, str, bytes]]:
         ("RGBA PNG 5700x5700 (largest colour accepted)", "rgba_32mp.png", _png(Image.new("RGBA", (5700, 5700), (9, 99, 199, 255)))),
         ("JPEG 14000x10000 (140 MP, decoded reduced)", "jpeg_140mp.jpg", _jpeg(14000, 10000)),
         ("nested zip bomb (3.7 GB from 12 KB)", "nested.zip", nested),
-        ("zip of 20,000 tiny entries", "many.zip", _zip({f"{i}.png": b"x" for i in range(20_000)})),
+        ("zip of 20,000 tiny entries", "many.zip", zip_bytes({f"{i}.png": b"x" for i in range(20_000)})),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import zipfile
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -158,3 +159,21 @@ def xmp_packet(source_type: str = "trainedAlgorithmicMedia", creator_tool: str =
             'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
             f'Iptc4xmpExt:DigitalSourceType="{IPTC_SOURCE}{source_type}"{tool}/></rdf:RDF></x:xmpmeta>'
             + " " * pad + '<?xpacket end="w"?>')
+
+
+def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip of ``members`` (name -> bytes), made in memory."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data, compress_type=method)
+    return buf.getvalue()
+
+
+def nested_zip_bomb(levels: int = 3, fan: int = 16, leaf: int = 900_000) -> bytes:
+    """A zip of zips of zips (the 42.zip shape): every member under 1 MB and every level a fresh zip, so
+    checks per zip or per large member never fire. The defaults, 16^3 leaves of 0.9 MB: 3.7 GB from 12 KB."""
+    data = zip_bytes({f"a{i}.png": bytes(leaf) for i in range(fan)})
+    for level in range(levels - 1):
+        data = zip_bytes({f"l{level}_{i}.zip": data for i in range(fan)})
+    return data

@@ -68,15 +68,21 @@ def main(args: argparse.Namespace) -> dict:
     from detector.analysis import analyse
     from gradio_client import Client, handle_file
 
+    from gradio import processing_utils, utils
+
+    def uploaded(path):  # the handlers open only files in Gradio's upload folder, as an upload puts them there
+        return processing_utils.save_file_to_cache(str(path), utils.get_upload_folder())
+
     models = args.models or app.MODEL_NAMES
     result = {"threads": torch.get_num_threads(), "runs": args.runs, "method": args.method, "server": {}, "api": {}}
     for name in models:
-        pred, explainer = app.MODELS[name]
+        pred, explainer, _ = app._model(name)
         row = {}
         wild = pred.input_size > 64
         images = (("cifake", args.image), ("photo", args.photo)) + ((("large", args.large),) if wild else ())
         for label, path in images:
-            row[f"full_request_ms_{label}"] = _median_ms(lambda: app.analyse_ui(path, name, args.method), args.runs)
+            upload = uploaded(path)
+            row[f"full_request_ms_{label}"] = _median_ms(lambda: app.analyse_ui(upload, name, args.method), args.runs)
         staged = args.large if wild else args.image
         stages = [analyse(pred, staged, explainer, args.method).seconds for _ in range(args.runs)]
         row["stages_ms"] = {k: round(1000 * statistics.median(s[k] for s in stages), 2) for k in stages[0]}

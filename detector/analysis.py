@@ -19,49 +19,47 @@ from . import provenance
 from .data import UnpackBudget, iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
-from .predict import AutoPredictor, Predictor, pick
-from .preprocess import (CLASSES, ImageError, ImageSource, draft_within, load_image, open_image, orientation, shrink,
+from .predict import AutoPredictor, Predictor, Verdict, pick
+from .preprocess import (ImageError, ImageSource, draft_within, load_image, open_image, orientation, shrink,
                          to_rgb)
 from .stats import image_stats, jpeg_quality
 
-UNCERTAIN_MARGIN = 0.15  # P(fake) within this distance of the threshold is reported as "uncertain"
 LARGE_FACTOR = 2  # an upload more than this many times the input size (per side) gets a plain warning
 DISPLAY_SIZE = 512  # longest side of the original shown back to the user
 TILES = 4  # native-resolution tiles in the wild track's tile map (each costs one backbone pass)
-
-
-def verdict(p_fake: float, threshold: float, margin: float = UNCERTAIN_MARGIN) -> str:
-    """'real', 'fake', or 'uncertain' when P(fake) is within ``margin`` of the threshold."""
-    if abs(p_fake - threshold) < margin:
-        return "uncertain"
-    return CLASSES[int(p_fake >= threshold)]
-
-
-def uncertain_band(threshold: float, margin: float = UNCERTAIN_MARGIN) -> tuple[float, float]:
-    return max(0.0, threshold - margin), min(1.0, threshold + margin)
 
 
 @dataclass
 class Analysis:
     model: str
     p_fake: float
-    label: str  # real or fake, by the threshold
-    verdict: str  # real, fake or uncertain
-    threshold: float
+    judgement: Verdict  # the verdict, its band and its words: Predictor.verdict, the one place that decides
     size: tuple[int, int]  # the upload's (width, height), after EXIF rotation
     format: str | None
     jpeg_quality: int | None
-    model_input: np.ndarray  # (32, 32, 3) uint8: what the model sees
+    model_input: np.ndarray  # (S, S, 3) uint8, S = the model's input_size: what the model sees
     display: np.ndarray  # the upload as RGB, at most DISPLAY_SIZE on its longest side
     reason: str = ""  # why this model judged the image (the track choice, or the user's)
     method: str = ""
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # class -> (32, 32) map in [0, 1]
-    foreground: np.ndarray | None = None  # (32, 32) bool object mask
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # class -> (S, S) map in [0, 1]
+    foreground: np.ndarray | None = None  # (S, S) bool object mask
     background_share: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     tiles: list[dict] = field(default_factory=list)  # wild track: P(fake) of native-resolution tiles
     evidence: provenance.Evidence | None = None  # C2PA, metadata, watermarks: beside P(fake), never blended in
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:  # real or fake, by the threshold
+        return self.judgement.label
+
+    @property
+    def verdict(self) -> str:  # real, fake or uncertain
+        return self.judgement.key
+
+    @property
+    def threshold(self) -> float:
+        return self.judgement.threshold
 
     @property
     def wild(self) -> bool:
@@ -94,10 +92,7 @@ class Analysis:
 
     def summary(self) -> dict:
         """The JSON form (what the API returns): numbers and names, no arrays."""
-        lo, hi = uncertain_band(self.threshold)
-        out = {"p_fake": round(self.p_fake, 6), "label": self.label, "verdict": self.verdict,
-               "threshold": self.threshold, "uncertain_band": [round(lo, 4), round(hi, 4)], "model": self.model,
-               "reason": self.reason,
+        out = {"p_fake": round(self.p_fake, 6), **self.judgement.to_dict(), "model": self.model, "reason": self.reason,
                "width": self.size[0], "height": self.size[1], "format": self.format,
                "jpeg_quality": self.jpeg_quality, "resized": self.large}
         if self.stats:
@@ -167,8 +162,7 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
         maps, logit = explainer.heatmaps_and_logit(model_input, method)
         p = float(sigmoid(np.array([logit]), predictor.temperature)[0])
         t["predict+cam"] = time.perf_counter()
-    a = Analysis(model=predictor.name, p_fake=p, label=predictor.label(p), verdict=verdict(p, predictor.threshold),
-                 threshold=predictor.threshold, size=size, format=fmt, jpeg_quality=quality,
+    a = Analysis(model=predictor.name, p_fake=p, judgement=predictor.verdict(p), size=size, format=fmt, jpeg_quality=quality,
                  model_input=model_input, display=display, reason=reason)
     if explainer is not None:
         a.method = method
@@ -203,13 +197,14 @@ def evidence_columns(ev: provenance.Evidence) -> dict:
 
 
 def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
-               chunk: int = 256, with_evidence: bool = True, budget: UnpackBudget | None = None
-               ) -> Iterator[tuple[list[dict], list[dict], int]]:
-    """Predict every image under ``paths`` (files, folders, zips) in chunks.
+               chunk: int = 256, with_evidence: bool = True, budget: UnpackBudget | None = None,
+               with_stats: bool = True) -> Iterator[tuple[list[dict], list[dict], int]]:
+    """Judge every image under ``paths`` (files, folders, zips) in chunks: the one batch pipeline, which the
+    Batch tab, the command line and the dataset scan only format.
 
-    With an AutoPredictor each file goes to the track its size picks (rows name the model and why).
-    Yields ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "label", "verdict", "model",
-    "reason", stats...}``,
+    With an AutoPredictor each file goes to the model it picks (rows name the model and why). Yields
+    ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "verdict", "label", "headline", "caveat",
+    "threshold", "uncertain_band", "model", "reason", "width", "height", "jpeg_quality", stats..., evidence...}``,
     errors are ``{"file", "reason"}``, ``done`` counts the files handled so far. ``names`` maps a path to
     the name to show (the upload's original name rather than a temporary path). ``budget`` bounds what
     the zips among ``paths`` may unpack, all together (``data.UnpackBudget``).
@@ -223,20 +218,16 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
         return printable(path)
 
     done, rows, errors = 0, [], []
-    pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [(name, quality, reason, ev)], arrays)
+    pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [row so far], arrays)
 
     def flush():
-        for pred, meta, arrays in pending.values():
+        for pred, partial, arrays in pending.values():
             if not arrays:
                 continue
-            p = pred.predict_arrays(np.stack(arrays))
-            for (name, qual, reason, ev), img, pi in zip(meta, arrays, p):
-                row = {"file": name, "p_fake": round(float(pi), 6), "label": pred.label(float(pi)),
-                       "verdict": verdict(float(pi), pred.threshold), "model": pred.name, "reason": reason,
-                       "jpeg_quality": qual}
-                row.update({k: round(v, 6) for k, v in image_stats(img).items()})
-                if ev is not None:
-                    row.update(evidence_columns(ev))
+            for row, img, pi in zip(partial, arrays, pred.predict_arrays(np.stack(arrays))):
+                row.update({"p_fake": round(float(pi), 6), **pred.verdict(float(pi)).to_dict()})
+                if with_stats:
+                    row.update({k: round(v, 6) for k, v in image_stats(img).items()})
                 rows.append(row)
         pending.clear()
 
@@ -247,10 +238,16 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
             try:
                 pred, reason = pick(predictor, data)
                 array = load_image(data, pred.input_size)
-                quality = jpeg_quality(open_image(io.BytesIO(data)))
+                img = open_image(io.BytesIO(data))
+                w, h = img.size
+                row = {"file": name, "model": pred.name, "reason": reason,
+                       "width": h if orientation(img) in (5, 6, 7, 8) else w,
+                       "height": w if orientation(img) in (5, 6, 7, 8) else h, "jpeg_quality": jpeg_quality(img)}
+                if with_evidence:
+                    row.update(evidence_columns(provenance.gather_within(data)))
                 group = pending.setdefault(pred.name, (pred, [], []))
+                group[1].append(row)
                 group[2].append(array)
-                group[1].append((name, quality, reason, provenance.gather_within(data) if with_evidence else None))
             except ImageError as e:
                 err = str(e)
         if err is not None:

@@ -68,7 +68,7 @@ class UnpackBudget:
 class ImageSet:
     """Decoded images with their labels (0 real, 1 fake, -1 unknown), source paths and byte hashes."""
 
-    images: np.ndarray  # (N, 32, 32, 3) uint8
+    images: np.ndarray  # (N, S, S, 3) uint8, S = the size they were decoded to
     labels: np.ndarray  # (N,) int64
     paths: list[str]
     hashes: list[str]

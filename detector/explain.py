@@ -1,8 +1,8 @@
 """Grad-CAM explanations (pytorch-grad-cam) and how much of a heatmap falls on the background.
 
     ex = Explainer(detector.load())
-    maps = ex.heatmaps(image32, method="GradCAM")          # {"fake": (32, 32), "real": (32, 32)} in [0, 1]
-    fg = object_mask(image32)                              # (32, 32) bool, True on the main object
+    maps = ex.heatmaps(image, method="GradCAM")            # {"fake": (S, S), "real": (S, S)} in [0, 1], S = input size
+    fg = object_mask(image)                                # (S, S) bool, True on the main object
     background_share(maps["fake"], fg)                     # share of heatmap energy off the object
 
 Target layers come from each model's ``cam_layers()``; nothing here knows a layer path. The target of

@@ -1,4 +1,5 @@
-"""Model zoo: every model maps a normalised (N, 3, 32, 32) batch to (N,) logits, sigmoid(logit) = P(fake).
+"""Model zoo: every model maps a normalised (N, 3, S, S) batch (S = its record's input_size) to (N,) logits,
+sigmoid(logit) = P(fake).
 
 Models are built by name with :func:`create_model`. Each one names the layers Grad-CAM should hook
 (``cam_layers``) so explanation code never hard-codes module paths, and every such layer still has a

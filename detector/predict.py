@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,35 @@ WILD_MODEL = "wild"  # the wild track's default: photos and renders at their own
 CIFAKE_MAX_SIDE = 64  # images at most this large on their longest side go to the CIFAKE track
 HUB_REPO_ENV = "DETECTOR_HUB_REPO"  # e.g. "our-org/fakespot": fetch checkpoints from the Hugging Face Hub
 HUB_REVISION_ENV = "DETECTOR_HUB_REVISION"  # the commit of that repository to use (pinned); default "main"
+UNCERTAIN_BAND = 0.15  # P(fake) within this of the threshold is "uncertain", unless the record names its own band
+# A "real" verdict is worded as a finding only when the model caught at least this share of the AI images in
+# its held-out test; below it, "real" means no sign of generation was found, which is all it supports.
+STRONG_RECALL = 0.90
+
+# The words of every verdict, in one place: the page, Batch, the API, the MCP tools and the CLI all read them.
+VERDICT_WORDS = {
+    "fake": "Likely AI-generated",
+    "uncertain": "Uncertain: too close to the threshold to call",
+    "real": "Likely a real photograph",
+    "real_weak": "No sign of AI generation found",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one P(fake) means for one model, decided once (:meth:`Predictor.verdict`) and shown alike everywhere."""
+
+    key: str  # "real", "uncertain" or "fake": the verdict, with the uncertain band
+    label: str  # "real" or "fake": the class by the threshold alone (an uncertain verdict still leans one way)
+    p_fake: float
+    threshold: float
+    band: tuple[float, float]  # P(fake) in [lo, hi) is uncertain
+    headline: str  # the words for people (VERDICT_WORDS)
+    caveat: str  # what the model's measured figures say about this verdict ("" when nothing needs saying)
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.key, "label": self.label, "headline": self.headline, "caveat": self.caveat,
+                "threshold": self.threshold, "uncertain_band": [round(v, 4) for v in self.band]}
 
 
 def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
@@ -134,6 +164,8 @@ class Predictor:
         self.mean, self.std = tuple(record["mean"]), tuple(record["std"])
         self.threshold = float(record.get("threshold", 0.5))
         self.temperature = float(record.get("temperature", 1.0))
+        margin = float(record.get("uncertain_band", UNCERTAIN_BAND))
+        self.band = (max(0.0, self.threshold - margin), min(1.0, self.threshold + margin))
         if list(record.get("classes", CLASSES)) != list(CLASSES):
             raise CheckpointError(f"checkpoint classes {record.get('classes')} are not {list(CLASSES)}")
 
@@ -164,6 +196,25 @@ class Predictor:
     def label(self, p_fake: float) -> str:
         return CLASSES[int(p_fake >= self.threshold)]
 
+    def verdict(self, p_fake: float) -> Verdict:
+        """The verdict on a score: the class by the threshold, "uncertain" inside the record's band, and words
+        that claim no more than the model's held-out figures support (its record's ``metrics["test"]``)."""
+        p = float(p_fake)
+        lo, hi = self.band
+        key = "uncertain" if lo <= p < hi else self.label(p)
+        test = self.record.get("metrics", {}).get("test", {})
+        recall, real_acc = test.get("fake_accuracy"), test.get("real_accuracy")
+        words, caveat = VERDICT_WORDS[key], ""
+        if key == "real" and recall is not None and recall < STRONG_RECALL:
+            words = VERDICT_WORDS["real_weak"]
+            caveat = (f"On images from sources it never saw, this model caught {recall:.0%} of the AI images at its "
+                      "threshold: many AI images get this verdict too.")
+        elif key == "fake" and real_acc is not None and real_acc < STRONG_RECALL:
+            caveat = f"On images from sources it never saw, it wrongly flagged {1 - real_acc:.0%} of real photos."
+        elif key == "uncertain":
+            caveat = f"P(fake) is within {hi - self.threshold:.2f} of the threshold {self.threshold:.2f}: treat it as a coin toss."
+        return Verdict(key, self.label(p), p, self.threshold, self.band, words, caveat)
+
 
 def _is_single(images) -> bool:
     if isinstance(images, np.ndarray):
@@ -178,34 +229,64 @@ def _as_list(images) -> list:
 
 
 class AutoPredictor:
-    """Two tracks behind one ``predict``: each image goes to the model :func:`choose_track` picks.
+    """The one place that decides which model judges an image: ``auto`` sends each image to the model
+    :func:`choose_track` picks for its size; a model chosen by name judges every image.
 
-    Models load on first use. ``judge`` returns, per image, P(fake) with the model that judged it and why.
+    Models load on first use, or come ``loaded`` (the app loads every shipped model once). When a track's
+    default cannot be had, its images go to ``fallback`` (a loaded model) and the reason says so.
+    ``pick`` answers with the predictor and the reason a user reads; ``explainer`` gives its Grad-CAM
+    explainer, made once per model.
     """
 
     name = AUTO
 
     def __init__(self, device: str | torch.device = "cpu", notes: list[str] | None = None,
-                 loaded: dict[str, "Predictor"] | None = None) -> None:
+                 loaded: dict[str, "Predictor"] | None = None, fallback: str | None = None,
+                 load_missing: bool = True) -> None:
         self.device, self.notes = device, notes
         self.predictors: dict[str, Predictor] = dict(loaded or {})
+        self.fallback, self.load_missing = fallback, load_missing
+        self._explainers: dict[str, object] = {}
 
     def model(self, name: str) -> "Predictor":
         if name not in self.predictors:
+            if not self.load_missing:
+                raise CheckpointError(f"model {name!r} is not loaded")
             self.predictors[name] = load(name, self.device, self.notes)
         return self.predictors[name]
 
     def route(self, src: ImageSource) -> tuple[str, str]:
         return choose_track(image_size(src))
 
+    def pick(self, src: ImageSource | None = None, name: str | None = None) -> tuple["Predictor", str]:
+        """The model that judges ``src`` and why. ``name`` (a shipped model) overrides the routing; with
+        neither a name nor an image (an API caller that has not sent one yet) the wild track is meant."""
+        if name and name != AUTO:
+            return self.model(name), f"`{name}` was chosen by hand"
+        track, reason = self.route(src) if src is not None else (WILD_MODEL, "the wild track is the default for files")
+        try:
+            return self.model(track), reason
+        except (CheckpointError, OSError, ValueError) as e:
+            if self.fallback is None or self.fallback == track:
+                raise
+            log.warning("track default %s unavailable (%s); using %s", track, e, self.fallback)
+            return self.model(self.fallback), f"{reason}; `{track}` is not loaded, so `{self.fallback}` judged it instead"
+
+    def explainer(self, predictor: "Predictor"):
+        """The Grad-CAM explainer of a model, made once (it holds hooks and a copy-free view of the model)."""
+        from .explain import Explainer
+
+        if predictor.name not in self._explainers:
+            self._explainers[predictor.name] = Explainer(predictor)
+        return self._explainers[predictor.name]
+
     def judge(self, images: ImageSource | Sequence[ImageSource]) -> dict | list[dict]:
-        """``{"p_fake", "label", "model", "reason"}`` per image (one dict for one image)."""
+        """``{"p_fake", "verdict", "label", "headline", ..., "model", "reason"}`` per image (one dict for one image)."""
         out = []
         for src in _as_list(images):
-            name, reason = self.route(src)
-            pred = self.model(name)
+            pred, reason = self.pick(src)
             p = pred.predict(src)
-            out.append({"p_fake": p, "label": pred.label(p), "model": pred.name, "reason": reason})
+            out.append({"p_fake": p, **pred.verdict(p).to_dict(), "model": pred.name, "reason": reason})
         return out[0] if _is_single(images) else out
 
     def predict(self, images: ImageSource | Sequence[ImageSource]) -> float | np.ndarray:
@@ -214,10 +295,9 @@ class AutoPredictor:
 
 
 def pick(predictor: "Predictor | AutoPredictor", src: ImageSource) -> tuple["Predictor", str]:
-    """The model that judges ``src`` and why: the track's default under ``auto``, else the one chosen."""
+    """The model that judges ``src`` and why: the router's choice under ``auto``, else the one chosen."""
     if isinstance(predictor, AutoPredictor):
-        name, reason = predictor.route(src)
-        return predictor.model(name), reason
+        return predictor.pick(src)
     return predictor, f"`{predictor.name}` was chosen by hand"
 
 

@@ -1,17 +1,17 @@
 """How any image becomes the model's input: defined once, imported by training, evaluation, CLI and app.
 
-Resize policy (CIFAKE images are 32x32; users upload photos):
-1. Decode the first frame; apply the EXIF orientation.
+Resize policy, for a model whose record says its input is S x S (32 for the CIFAKE models, 224 for wild):
+1. Decode the first frame; apply the EXIF orientation. Large images are decoded reduced (a JPEG at a
+   smaller DCT scale, others reduced in their own mode before any conversion), within MAX_DECODE_BYTES.
 2. Convert to 8-bit RGB: alpha is composited over white, greyscale is replicated, CMYK and palette
    go through Pillow's conversion, 16-bit and float images are rescaled from their full range.
-3. Images that are already 32x32 are used untouched. Anything else is centre-cropped to a square
-   (the largest one, so aspect ratio is kept and nothing is stretched) and downscaled to 32x32 with
-   Pillow's antialiased bicubic filter (``ImageOps.fit``). Large JPEGs are first decoded at a
-   reduced DCT scale (``Image.draft``), which is both faster and itself an area average.
-4. Normalise with the per-channel mean and standard deviation of the CIFAKE training split.
+3. Images that are already S x S are used untouched. Anything else is centre-cropped to a square
+   (the largest one, so aspect ratio is kept and nothing is stretched) and downscaled to S x S with
+   Pillow's antialiased bicubic filter (``ImageOps.fit``).
+4. Normalise with the mean and standard deviation in the model's record (CIFAKE's or CLIP's).
 
-Step 3 means a 4000x3000 photo is judged on a 32x32 thumbnail of its centre: the models have only
-ever seen 32x32 images, and the fine detail of a large photo is not evidence they can read.
+Step 3 means a 4000x3000 photo is judged on an S x S view of its centre: under a CIFAKE model a 32x32
+thumbnail, whose fine detail is gone, which is why ``auto`` sends photos to the wild track.
 """
 
 from __future__ import annotations

@@ -174,6 +174,13 @@ class Evidence:
                 "trust": self.trust, "ms": round(self.seconds * 1000, 1)}
 
 
+def leads(f: "Finding") -> bool:
+    """Whether a finding replaces the classifier's verdict as the headline: a verified signature, or intact
+    evidence of AI. Metadata is forged to hide AI far more than to claim it, so a copied camera EXIF or a
+    broken manifest is stated first but under the classifier's headline."""
+    return f.details.get("intact", True) and (f.strength == "verified" or f.claim in AI_CLAIMS)
+
+
 # --- entry point ---------------------------------------------------------------------------------------
 
 def gather(src: str | os.PathLike | bytes, c2pa_timeout: float = C2PA_TIMEOUT_S,

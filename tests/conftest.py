@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(1)
-# The app sets its threads when imported (detector/serving.py): the same one thread, so tests that
+# The app sets its threads when imported (webapp/serving.py): the same one thread, so tests that
 # compare a run in this process with one in a subprocess (OMP_NUM_THREADS=1) compute alike.
 os.environ["DETECTOR_THREADS"] = "1"
 
@@ -72,3 +73,19 @@ def uploaded(path: str | os.PathLike) -> str:
     folder = Path(utils.get_upload_folder()) / uuid.uuid4().hex
     folder.mkdir(parents=True)
     return shutil.copyfile(path, folder / Path(path).name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app, launched on a free loopback port for one test module; its URL."""
+    import app
+
+    _, url, _ = app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield url
+    app.demo.close()

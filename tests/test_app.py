@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import zipfile
 from pathlib import Path
 
@@ -17,26 +16,12 @@ import pytest
 from PIL import Image
 
 import app
-from tests.conftest import uploaded
+from tests.conftest import free_port, uploaded
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "assets" / "examples"
 FAKE_EXAMPLE = EXAMPLES / "fake_cat.jpg"
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    _, url, _ = app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield url
-    app.demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +43,7 @@ def test_analyse_ui_fills_every_output():
     out = app.analyse_ui(uploaded(FAKE_EXAMPLE), "cnn", "GradCAM++")
     assert len(out) == 18 and all(o is not None for o in out)
     verdict, evidence, probs, *_, summary = out
-    assert "P(fake)" in verdict and probs["fake"] == pytest.approx(summary["p_fake"], abs=1e-6)
+    assert "P(fake)" in verdict and f"P(fake) {summary['p_fake']:.2f} · {summary['verdict']}" in probs  # one verdict
     assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++" and "by hand" in summary["reason"]
     stats_rows = out[13]
     assert "Evidence beyond the classifier" in evidence and summary["evidence"]["findings"] == []
@@ -122,7 +107,7 @@ def test_analyse_ui_clear_returns_empty_outputs():
 def test_serving_settings_threads_and_analytics(monkeypatch):
     import torch
 
-    from detector import serving
+    from webapp import serving
 
     assert app.SERVING["threads"] == torch.get_num_threads() and 1 <= app.SERVING["threads"] <= (os.cpu_count() or 1)
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and app.demo.analytics_enabled is False
@@ -141,7 +126,7 @@ def test_freed_memory_goes_back_to_the_os():
 
     import torch
 
-    from detector import serving
+    from webapp import serving
 
     rss = lambda: int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS:")).split()[1])  # noqa: E731
     blocks = [torch.ones(16 * 1024) for _ in range(8192)]  # 512 MB in 64 KB blocks: heap, not mmap
@@ -293,7 +278,7 @@ def test_app_starts_and_explains_itself_when_checkpoints_are_missing_or_damaged(
         shutil.copy(ROOT / "checkpoints" / f, ckpt / f)
     data = (ROOT / "checkpoints" / "resnet50.safetensors").read_bytes()
     (ckpt / "resnet50.safetensors").write_bytes(data[: len(data) // 3])
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DETECTOR_CHECKPOINTS": str(ckpt), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("DETECTOR_HUB_REPO", None)
@@ -342,9 +327,9 @@ def test_returned_images_are_written_atomically_under_concurrent_rewrites(tmp_pa
 
     from gradio import processing_utils as pu
 
-    from detector import serving
+    from webapp import serving
 
-    assert serving.atomic_image_cache_writes() and pu.save_pil_to_cache.__module__ == "detector.serving"
+    assert serving.atomic_image_cache_writes() and pu.save_pil_to_cache.__module__ == "webapp.serving"
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
     path = Path(pu.save_img_array_to_cache(np.asarray(img), str(tmp_path), format="png"))
     data = path.read_bytes()
@@ -392,3 +377,40 @@ def test_the_api_is_offered_as_mcp_tools_with_usable_descriptions():
         description, params = server.get_fn_description(server.get_block_fn_from_endpoint_name(tools[name]), name)
         assert "P(fake)" in description
         assert set(params) == wanted and all(len(params[p]) > 20 for p in wanted), params  # from the Args: section
+
+
+def test_cli_predict_batch_and_mcp_give_one_verdict_model_and_reason(server, client, tmp_path):
+    """One decision, one place: the same file gets the same verdict, model and reason from the command line,
+    /predict, the Batch tab and the MCP tool (all ask detector.predict's router and Predictor.verdict)."""
+    import ast
+    import base64
+    import subprocess
+    import sys
+
+    import anyio
+    from gradio_client import handle_file
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    photo = EXAMPLES / "photo_grace_hopper.jpg"
+    keys = ("verdict", "label", "headline", "model", "reason")
+    api = client.predict(handle_file(str(photo)), "auto", api_name="/predict")
+    cli = json.loads(subprocess.run([sys.executable, "-m", "detector", "predict", str(photo), "--json"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=300).stdout)
+    _, _, downloads, _ = app.batch_ui([uploaded(photo)], "auto", progress=lambda *a, **k: None)
+    batch = json.loads(Path(downloads[1]).read_text())["results"][0]
+
+    async def mcp_call():
+        data = base64.b64encode(photo.read_bytes()).decode()
+        async with streamablehttp_client(f"{server}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                r = await s.call_tool("predict", {"image": f"data:image/jpeg;base64,{data}", "model": "auto"})
+                text = next(c.text for c in r.content if getattr(c, "text", "").startswith("{"))
+                return ast.literal_eval(text)  # Gradio's MCP server sends the dict's Python form
+
+    mcp = anyio.run(mcp_call)
+    assert api["model"] == "wild" and api["verdict"] in ("real", "uncertain", "fake")
+    for name, other in (("cli", cli), ("batch", batch), ("mcp", mcp)):
+        assert {k: other[k] for k in keys} == {k: api[k] for k in keys}, name
+        assert other["p_fake"] == pytest.approx(api["p_fake"], abs=1e-4), name

@@ -65,7 +65,7 @@ def test_predict_table_output_and_same_numbers_as_the_api(tiny_checkpoint, input
     r = run_cli("predict", folder / "a.png", "--model", tiny_checkpoint)
     assert r.returncode == 0, r.stderr
     header, line = r.stdout.strip().splitlines()
-    assert header.split()[:4] == ["p_fake", "label", "model", "path"]
+    assert header.split()[:4] == ["p_fake", "verdict", "model", "path"]
     p = float(line.split()[0])
     assert p == pytest.approx(load(tiny_checkpoint).predict(folder / "a.png"), abs=1e-4)
 
@@ -84,8 +84,8 @@ def test_predict_shows_provenance_evidence_and_can_skip_it(tiny_checkpoint, tmp_
     sd = tmp_path / "a1111.png"
     sd.write_bytes(art.png_with_text(art.photo_like(64, 64), {"parameters": art.A1111}))
     row = json.loads(run_cli("predict", sd, "--model", tiny_checkpoint, "--json").stdout)
-    assert row["evidence"]["strongest"] == "declared" and row["evidence"]["claim"] == "ai-generated"
-    assert row["evidence"]["findings"][0]["details"]["Seed"] == "1234567890"
+    assert row["evidence_strength"] == "declared" and row["evidence_claim"] == "ai-generated"  # as in Batch's rows
+    assert row["evidence_findings"][0]["details"]["Seed"] == "1234567890"
     table = run_cli("predict", sd, "--model", tiny_checkpoint).stdout
     assert "[declared: Generation parameters from AUTOMATIC1111/Forge" in table
     row = json.loads(run_cli("predict", sd, "--model", tiny_checkpoint, "--json", "--no-evidence").stdout)

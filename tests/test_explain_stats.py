@@ -7,10 +7,11 @@ import io
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import detector
-from detector.analysis import analyse, batch_rows, uncertain_band, verdict
+from detector.analysis import analyse, batch_rows
 from detector.explain import CAM_METHODS, Explainer, background_share, object_mask, overlay
 from detector.models import create_model
 from detector.plots import StatHistogramPainter
@@ -172,10 +173,28 @@ def test_shipped_reference_covers_every_statistic():
         assert s["real"]["n"] == s["fake"]["n"] == 50000
 
 
+def _scored(threshold=0.5, **record):
+    from detector.predict import Predictor
+
+    rec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "threshold": threshold, "arch": "x", **record}
+    return Predictor(torch.nn.Identity(), rec)
+
+
 def test_verdict_and_band():
-    assert verdict(0.9, 0.5) == "fake" and verdict(0.1, 0.5) == "real" and verdict(0.55, 0.5) == "uncertain"
-    assert uncertain_band(0.5) == (0.35, 0.65)
-    assert uncertain_band(0.9)[1] == 1.0
+    p = _scored()
+    assert p.verdict(0.9).key == "fake" and p.verdict(0.1).key == "real" and p.verdict(0.55).key == "uncertain"
+    assert p.verdict(0.55).label == "fake"  # uncertain, leaning fake
+    assert p.band == (0.35, 0.65) and _scored(0.9).band[1] == 1.0
+    assert _scored(0.5, uncertain_band=0.05).verdict(0.56).key == "fake"  # the record's own band is read
+
+
+def test_verdict_words_follow_the_models_measured_figures():
+    strong = _scored(metrics={"test": {"fake_accuracy": 0.98, "real_accuracy": 0.97}})
+    weak = _scored(metrics={"test": {"fake_accuracy": 0.16, "real_accuracy": 0.96}})
+    assert strong.verdict(0.1).headline == "Likely a real photograph" and strong.verdict(0.1).caveat == ""
+    assert weak.verdict(0.1).headline == "No sign of AI generation found" and "16%" in weak.verdict(0.1).caveat
+    assert weak.verdict(0.9).headline == "Likely AI-generated"
+    assert "coin toss" in weak.verdict(0.5).caveat
 
 
 def test_analyse_a_large_rgba_photo(tmp_path):

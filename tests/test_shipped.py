@@ -98,7 +98,8 @@ def test_a_model_missing_from_the_hub_snapshot_falls_back_to_local_and_says_so(f
 def test_app_lists_the_models_the_hub_snapshot_holds(fake_hub):
     import app
 
-    models, notes = app.load_models()
+    router, notes = app.load_models()
+    models = router.predictors
     assert list(models) == ["wild", "cnn", "fakespot"]  # fakespot: missing on the Hub, taken locally
     assert any("org/fakespot" in n and "0123456789ab" in n for n in notes)
     assert any("has no model 'fakespot'" in n for n in notes)

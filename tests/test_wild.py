@@ -16,7 +16,7 @@ from detector.calibration import choose_threshold_guarded
 from detector.checkpoint import INT8_SCALE, CheckpointError, load_checkpoint, new_record, read_record, save_checkpoint
 from detector.explain import tile_boxes, tile_map
 from detector.models import ClipViTB16, WildDetector
-from detector.predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, choose_track
+from detector.predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, Verdict, choose_track
 from detector.wild import MANIFEST, SOURCES, augmented, format_controlled, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,12 +132,20 @@ def test_auto_predictor_names_the_model_and_why():
         def label(self, p):
             return "fake" if p >= 0.5 else "real"
 
+        def verdict(self, p):
+            return Verdict(self.label(p), self.label(p), p, 0.5, (0.35, 0.65), "", "")
+
     auto = AutoPredictor(loaded={CIFAKE_MODEL: Fixed(CIFAKE_MODEL, 0.2), WILD_MODEL: Fixed(WILD_MODEL, 0.9)})
     small, large = np.zeros((32, 32, 3), np.uint8), np.zeros((300, 400, 3), np.uint8)
     out = auto.judge([small, large])
     assert [o["model"] for o in out] == [CIFAKE_MODEL, WILD_MODEL] and [o["label"] for o in out] == ["real", "fake"]
     assert "400x300" in out[1]["reason"] and "CIFAKE" in out[0]["reason"]
     assert auto.predict(large) == 0.9
+    # One owner of the fallback: a missing track default's images go to the fallback, and the reason says so.
+    partial = AutoPredictor(loaded={CIFAKE_MODEL: Fixed(CIFAKE_MODEL, 0.2)}, fallback=CIFAKE_MODEL, load_missing=False)
+    pred, reason = partial.pick(large)
+    assert pred.name == CIFAKE_MODEL and f"`{WILD_MODEL}` is not loaded, so `{CIFAKE_MODEL}` judged it" in reason
+    assert partial.pick(large, CIFAKE_MODEL)[1] == f"`{CIFAKE_MODEL}` was chosen by hand"
 
 
 def test_tile_boxes_stay_inside_and_respect_the_budget():

@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> dict:
         train_args={**vars(args), "weight_decay": wd, "max_fake_per_group": MAX_FAKE_PER_GROUP,
                     "max_real_per_source": MAX_REAL_PER_SOURCE, "candidates": results},
         data_fingerprint=fingerprint(), data=counts,
-        parameters=sum(p.numel() for p in head.parameters()) + sum(p.numel() for p in ClipViTB16().parameters()), training_seconds=round(time.time() - t0, 1),
+        parameters=sum(p.numel() for p in head.parameters()) + sum(p.numel() for p in ClipViTB16().parameters()), train_seconds=round(time.time() - t0, 1),
         metrics={"val": val_metrics},
     )
     state = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}

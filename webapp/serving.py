@@ -1,7 +1,7 @@
 """Process settings for serving the app on a small machine (a 2-vCPU Hugging Face Space), kept apart
 from the page so each workaround says why it exists and when it can go.
 
-    from detector import serving
+    from webapp import serving
     serving.disable_analytics()   # before importing gradio
     serving.configure()           # threads, malloc arenas, atomic Gradio image-cache writes
 
@@ -22,7 +22,7 @@ import math
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from detector.checkpoint import atomic_write
 
 log = logging.getLogger(__name__)
 THREADS_ENV = "DETECTOR_THREADS"
