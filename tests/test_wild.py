@@ -60,6 +60,17 @@ def test_read_manifest_joins_the_split_and_marks_fakes():
     assert items and all(it.split in ("train", "val", "test") for it in items)
     assert {it.label for it in items} == {0, 1}
     assert all(it.generator == "real" for it in items if it.label == 0)
+    groups = {s["name"]: s["group"] for s in json.loads(SOURCES.read_text())}
+    assert all(it.group == groups[it.source] for it in items)
+
+
+def test_every_source_names_its_origin_group():
+    sources = json.loads(SOURCES.read_text())
+    assert all(isinstance(s.get("group"), str) and s["group"] for s in sources), \
+        [s["name"] for s in sources if not s.get("group")]
+    # a group is a leave-out unit of several sources, not a second name for one
+    groups = Counter(s["group"] for s in sources)
+    assert len(groups) < len(sources) / 2, groups
 
 
 def _grid_figure(rng: np.random.Generator, rows: int = 3, cols: int = 3, tile: int = 150) -> tuple[Image.Image, list]:
