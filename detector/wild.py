@@ -45,22 +45,35 @@ class WildItem:
     generator: str
     split: str
     file: Path
+    group: str = ""  # origin group of the source (leave-one-group-out cross-validation)
+
+
+def stored_ext(path: str, note: str) -> str:
+    """The extension a manifest row's image is stored with: .png when the builder cropped it or cut it
+    from a figure, .webp when carved from a container (``CONTAINER@OFFSET+LENGTH``), else the path's."""
+    if note.startswith(("cropped", "tile")):
+        return ".png"
+    if "@" in path:
+        return ".webp"
+    return Path(path).suffix.lower() or ".img"
 
 
 def read_manifest(manifest: str | os.PathLike = MANIFEST, sources: str | os.PathLike = SOURCES,
                   images: str | os.PathLike = IMAGES) -> list[WildItem]:
-    """Manifest rows joined with their source's split; rows whose source has no split are skipped."""
-    split_of = {s["name"]: s.get("split", "") for s in json.loads(Path(sources).read_text())}
+    """Manifest rows joined with their source's split and group; rows whose source has no split are skipped."""
+    meta = {s["name"]: s for s in json.loads(Path(sources).read_text())}
     on_disk = {p.stem: p for p in Path(images).iterdir()} if Path(images).is_dir() else {}
     items = []
     with open(manifest, newline="") as f:
         for row in csv.DictReader(f):
-            split = split_of.get(row["source"], "")
+            source = meta.get(row["source"], {})
+            split = source.get("split", "")
             if not split:
                 continue
-            file = on_disk.get(row["sha256"], Path(images) / (row["sha256"] + Path(row["path"]).suffix.lower()))
+            file = on_disk.get(row["sha256"], Path(images) / (row["sha256"] + stored_ext(row["path"], row.get("note", ""))))
             items.append(WildItem(row["sha256"], int(row["label"] == "fake"), row["source"],
-                                  row.get("generator") or ("real" if row["label"] == "real" else "unknown"), split, file))
+                                  row.get("generator") or ("real" if row["label"] == "real" else "unknown"), split, file,
+                                  source.get("group", "")))
     return items
 
 

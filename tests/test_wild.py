@@ -60,6 +60,70 @@ def test_read_manifest_joins_the_split_and_marks_fakes():
     assert items and all(it.split in ("train", "val", "test") for it in items)
     assert {it.label for it in items} == {0, 1}
     assert all(it.generator == "real" for it in items if it.label == 0)
+    groups = {s["name"]: s["group"] for s in json.loads(SOURCES.read_text())}
+    assert all(it.group == groups[it.source] for it in items)
+
+
+def test_every_source_names_its_origin_group():
+    sources = json.loads(SOURCES.read_text())
+    assert all(isinstance(s.get("group"), str) and s["group"] for s in sources), \
+        [s["name"] for s in sources if not s.get("group")]
+    # a group is a leave-out unit of several sources, not a second name for one
+    groups = Counter(s["group"] for s in sources)
+    assert len(groups) < len(sources) / 2, groups
+
+
+def _grid_figure(rng: np.random.Generator, rows: int = 3, cols: int = 3, tile: int = 150) -> tuple[Image.Image, list]:
+    """A matplotlib-like figure: tiles on black, a caption line above each, the last row one short."""
+    gap, caption = 10, 24
+    fig = np.zeros((rows * (tile + caption + gap) + gap, cols * (tile + gap) + gap, 3), np.uint8)
+    boxes = []
+    for r in range(rows):
+        for c in range(cols - (r == rows - 1)):
+            x, y = gap + c * (tile + gap), gap + caption + r * (tile + caption + gap)
+            fig[y:y + tile, x:x + tile] = rng.integers(20, 236, (tile, tile, 3))
+            # caption: white strokes on black, a line of "text" wider than the tile
+            fig[y - caption + 6:y - 6, max(0, x - 4):x + tile + 4:3] = 255
+            boxes.append((x, y, r))
+    fig[gap + caption:gap + caption + tile, gap:gap + 30] = 0  # one picture black at its left edge
+    return Image.fromarray(fig), boxes
+
+
+def test_gutter_tiles_cut_every_picture_and_no_caption():
+    from train.build_wild import TILE_INSET, gutter_tiles
+
+    img, boxes = _grid_figure(np.random.default_rng(0))
+    tiles, rejected = gutter_tiles(img, min_side=100)
+    t = TILE_INSET
+    # the dark-edged picture keeps its full box: its column's edge is agreed by the rows below it
+    assert sorted(tiles) == sorted((x + t, y + t, 150 - 2 * t, 150 - 2 * t, r) for x, y, r in boxes)
+    assert rejected == 0
+    assert gutter_tiles(Image.new("RGB", (400, 300)))[0] == []  # an all-black figure has no tiles
+
+
+def test_tile_rows_are_cut_stored_as_png_and_rebuilt_alike():
+    from train.build_wild import decode, read_member, tile_box
+
+    img, _ = _grid_figure(np.random.default_rng(1))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    path = "figures/grid.jpg@14,38,142,142"
+    assert tile_box(path) == (14, 38, 142, 142)
+    assert tile_box("rcc/a.rcc@100+2000") is None and tile_box("plain.jpg") is None
+
+    class Snap:
+        def blob(self, sha):
+            return data
+
+    assert read_member(Snap(), path, "b") == data  # the whole figure: decode cuts the tile
+    assert read_member(Snap(), "x.rcc@2+5", "b") == data[2:7]  # a carved member is still a slice
+    tile, stored, note = decode(data, 0, tile_box(path))
+    assert tile.size == (142, 142) and tile.format == "JPEG" and note.startswith("tile cut")
+    assert Image.open(io.BytesIO(stored)).format == "PNG"
+    assert decode(data, 0, tile_box(path))[1] == stored  # a rebuild gives the same bytes
+    from detector.wild import stored_ext
+    assert stored_ext(path, note) == ".png" and stored_ext("x.rcc@2+5", "") == ".webp"
 
 
 def _random_int8_state(model: torch.nn.Module) -> dict:

@@ -16,6 +16,10 @@ A source whose repo is ``debian:PACKAGE`` is that Debian package at version ``co
 ``apt-get download`` and unpacked with ``dpkg -x`` under ``--debs``; its "blob" ids are git blob ids of the
 unpacked files. A rule with ``"carve": "webp"`` cuts the RIFF/WEBP images out of a container file (a Qt
 resource bundle): the row's path is ``CONTAINER@OFFSET+LENGTH`` and its blob is the container's.
+A rule with ``"cut": "gutters"`` cuts a figure (a grid of pictures on black, captions above or below
+them) into its tiles: one row per tile, path ``FIGURE@X,Y,W,H``, stored as PNG (see ``gutter_tiles``);
+its optional ``row_generators`` name the generator of each grid row, top to bottom.
+Every source also names its ``group``: the origin group left out together in cross-validation.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -38,12 +43,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from detector.stats import jpeg_quality
-from detector.wild import IMAGES, MANIFEST, ROOT, SOURCES
+from detector.wild import IMAGES, MANIFEST, ROOT, SOURCES, stored_ext
 
 RESERVED = ROOT.parent / "shared" / "data" / "reserved_sha256.txt"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 128
 PHASH_DISTANCE = 4
+# Cutting figures on their gutters: a pixel at or under BACKGROUND grey is the black figure background;
+# a line of a tile is mostly (INK) brighter; TILE_INSET px are left off every side of a tile, so JPEG
+# ringing at the tile's edge and any black line never reach the kept image.
+BACKGROUND, INK, TILE_INSET = 12, 0.5, 4
 COLUMNS = ["sha256", "label", "generator", "source", "repo", "commit", "licence", "path", "blob", "format",
            "width", "height", "bytes", "jpeg_quality", "phash", "note"]
 
@@ -171,11 +180,68 @@ def carve_webp(data: bytes) -> list[tuple[int, int]]:
     return found
 
 
+def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """(start, end) of every run of True at least ``min_len`` long."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return [(int(a), int(b)) for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)) if b - a >= min_len]
+
+
+def _consensus(spans_per_line: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """Group spans measured along parallel lines (one list per line) into bands of overlapping spans;
+    a band's edges are the most common start and end, so a picture that is dark at its edge in one
+    line does not move the edge the others agree on."""
+    bands: list[list[tuple[int, int]]] = []
+    for a, b in sorted(sp for spans in spans_per_line for sp in spans):
+        if bands and a < max(e for _, e in bands[-1]):
+            bands[-1].append((a, b))
+        else:
+            bands.append([(a, b)])
+    return [(Counter(a for a, _ in band).most_common(1)[0][0], Counter(b for _, b in band).most_common(1)[0][0])
+            for band in bands]
+
+
+def gutter_tiles(img: Image.Image, min_side: int = MIN_SIDE) -> tuple[list[tuple[int, int, int, int, int]], int]:
+    """The pictures of a figure laid out as a grid on black: ([(x, y, w, h, grid_row)], cells rejected).
+
+    Columns are the runs of non-black pixels over the rows that are mostly picture (caption text never
+    is); rows are then found per column and columns per row, each edge by consensus. Caption lines are
+    far shorter than ``min_side``, so they never form a tile. A grid's tiles share one size: a cell whose
+    size differs by more than 2 px from the figure's common size (at least two tiles agreeing on it) was
+    not cut cleanly and is rejected. Tiles are inset by ``TILE_INSET`` px.
+    """
+    ink = np.asarray(img.convert("L")) > BACKGROUND
+    picture_rows = ink.mean(1) > INK
+    if not picture_rows.any():
+        return [], 0
+    rough = _runs(ink[picture_rows].mean(0) > 0.1, min_side)
+    rows = _consensus([_runs(ink[:, a:b].mean(1) > INK, min_side) for a, b in rough])
+    cols = _consensus([_runs(ink[a:b].mean(0) > 0.1, min_side) for a, b in rows])
+    cells = [(x0, y0, x1 - x0, y1 - y0, r) for r, (y0, y1) in enumerate(rows) for x0, x1 in cols
+             if ink[y0:y1, x0:x1].mean() > 0.05]  # an empty cell of an incomplete last row is black
+    if not cells:
+        return [], 0
+    (w0, nw), = Counter(c[2] for c in cells).most_common(1)
+    (h0, nh), = Counter(c[3] for c in cells).most_common(1)
+    if len(cells) > 1 and min(nw, nh) < 2:
+        return [], len(cells)
+    kept = [(x + TILE_INSET, y + TILE_INSET, w - 2 * TILE_INSET, h - 2 * TILE_INSET, r)
+            for x, y, w, h, r in cells if abs(w - w0) <= 2 and abs(h - h0) <= 2]
+    return kept, len(cells) - len(kept)
+
+
+def tile_box(path: str) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of a tile path ``FIGURE@X,Y,W,H``; None for any other path."""
+    spec = path.rsplit("@", 1)[1] if "@" in path else ""
+    return tuple(int(v) for v in spec.split(",")) if spec.count(",") == 3 else None
+
+
 def read_member(snap: Snapshot | DebianPackage, path: str, blob: str) -> bytes:
-    """A file's bytes by blob id; for a carved path ``CONTAINER@OFFSET+LENGTH``, that slice of the container."""
+    """A file's bytes by blob id; for a carved path ``CONTAINER@OFFSET+LENGTH``, that slice of the container
+    (a tile path ``FIGURE@X,Y,W,H`` gives the whole figure: ``decode`` cuts the tile)."""
     data = snap.blob(blob)
-    if "@" in path:
-        off, n = path.rsplit("@", 1)[1].split("+")
+    spec = path.rsplit("@", 1)[1] if "@" in path else ""
+    if "+" in spec:
+        off, n = spec.split("+")
         data = data[int(off):int(off) + int(n)]
     return data
 
@@ -183,7 +249,8 @@ def read_member(snap: Snapshot | DebianPackage, path: str, blob: str) -> bytes:
 def candidates(source: dict, snap: Snapshot | DebianPackage, st: Counter | None = None) -> list[dict]:
     """Files the source's rules pick: {path, blob, label, generator, crop_bottom, min_side}.
 
-    Files a rule's ``exclude`` leaves out (workflow screenshots, masks, inputs, ...) are counted in ``st``.
+    Files a rule's ``exclude`` leaves out (workflow screenshots, masks, inputs, ...) and figure cells that
+    were not cut cleanly are counted in ``st``.
     """
     st = Counter() if st is None else st
     picked = []
@@ -214,13 +281,56 @@ def candidates(source: dict, snap: Snapshot | DebianPackage, st: Counter | None 
                     "crop_bottom": rule.get("crop_bottom", 0), "min_side": rule.get("min_side", MIN_SIDE)}
             if carve == "webp":
                 picked += [{**item, "path": f"{path}@{off}+{n}"} for off, n in carve_webp(snap.blob(blob))]
+            elif rule.get("cut") == "gutters":
+                picked += cut_figure(item, snap.blob(blob), rule.get("row_generators"), st)
+            elif rule.get("cut"):
+                raise SystemExit(f"{source['name']}: unknown cut {rule['cut']!r}; valid: gutters")
             else:
                 picked.append(item)
     return picked
 
 
-def decode(data: bytes, crop_bottom: int) -> tuple[Image.Image, bytes, str]:
-    """(image, bytes to store, note); raises ValueError with the reason a file is skipped."""
+def cut_figure(item: dict, data: bytes, row_generators: list[str] | None, st: Counter) -> list[dict]:
+    """One candidate per tile of a figure (``gutter_tiles``), generator per grid row when given."""
+    key = (item["label"], item["generator"])
+    try:
+        tiles, rejected = gutter_tiles(_open_figure(data), item["min_side"])
+    except ValueError as e:
+        st[(*key, f"skipped: figure {e}")] += 1
+        return []
+    if rejected:
+        st[(*key, "skipped: figure cell not cut cleanly (size differs from the grid's)")] += rejected
+    if row_generators and len({r for *_, r in tiles}) != len(row_generators):
+        st[(*key, "skipped: figure whose grid rows do not match row_generators")] += len(tiles)
+        return []
+    return [{**item, "path": f"{item['path']}@{x},{y},{w},{h}",
+             "generator": row_generators[r] if row_generators else item["generator"]} for x, y, w, h, r in tiles]
+
+
+@functools.lru_cache(maxsize=1)
+def _open_figure(data: bytes) -> Image.Image:
+    """A decoded figure, kept while its tiles are cut one after another."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a skip reason
+        raise ValueError(f"undecodable ({type(e).__name__})") from None
+    return img
+
+
+def decode(data: bytes, crop_bottom: int, box: tuple[int, int, int, int] | None = None) -> tuple[Image.Image, bytes, str]:
+    """(image, bytes to store, note); raises ValueError with the reason a file is skipped.
+
+    With ``box`` (x, y, w, h), ``data`` is a figure and the tile in ``box`` is cut out and stored as PNG.
+    """
+    if box:
+        fig = _open_figure(data)
+        x, y, w, h = box
+        img = fig.convert("RGB").crop((x, y, x + w, y + h))
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        img.format = fig.format
+        return img, buf.getvalue(), "tile cut from a figure on its gutters (box in the path), stored as PNG"
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -237,15 +347,6 @@ def decode(data: bytes, crop_bottom: int) -> tuple[Image.Image, bytes, str]:
         img.format = fmt
         return img, buf.getvalue(), f"cropped bottom {crop_bottom} px (signature bar or caption), stored as PNG"
     return img, data, ""
-
-
-def stored_ext(path: str, note: str) -> str:
-    """The extension a kept file is written with: .png when cropped, .webp when carved, else the path's."""
-    if note.startswith("cropped"):
-        return ".png"
-    if "@" in path:
-        return ".webp"
-    return Path(path).suffix.lower() or ".img"
 
 
 def scan(args: argparse.Namespace) -> None:
@@ -276,8 +377,11 @@ def scan(args: argparse.Namespace) -> None:
             if sha_raw in reserved:
                 st[(*key, "dropped: reserved")] += 1
                 continue
+            box = tile_box(c["path"])
+            if box:
+                sha_raw = ""  # the figure's hash: shared by its tiles, so it says nothing of duplicates
             try:
-                img, stored, note = decode(data, c.get("crop_bottom", 0))
+                img, stored, note = decode(data, c.get("crop_bottom", 0), box)
             except ValueError as e:
                 st[(*key, f"skipped: {e}")] += 1
                 continue
@@ -286,6 +390,9 @@ def scan(args: argparse.Namespace) -> None:
                 st[(*key, f"skipped: under {c.get('min_side', MIN_SIDE)} px")] += 1
                 continue
             sha = hashlib.sha256(stored).hexdigest()
+            if sha in reserved:
+                st[(*key, "dropped: reserved")] += 1
+                continue
             if sha in seen_sha or sha_raw in seen_sha:
                 st[(*key, "dropped: exact duplicate")] += 1
                 continue
@@ -302,7 +409,7 @@ def scan(args: argparse.Namespace) -> None:
                 else:
                     st[(*key, "dropped: near-duplicate")] += 1
                 continue
-            seen_sha.update({sha, sha_raw})
+            seen_sha.update({sha, sha_raw} - {""})
             path = out / f"{sha}{stored_ext(c['path'], note)}"
             if not path.exists():
                 tmp = path.with_suffix(path.suffix + ".tmp")
@@ -389,7 +496,8 @@ def rebuild(args: argparse.Namespace) -> None:
         snap = snaps.get(key) or snaps.setdefault(key, open_snapshot(args, r["repo"], r["commit"]))
         data = read_member(snap, r["path"], r["blob"])
         crop = int(r["note"].split("cropped bottom ")[1].split()[0]) if r["note"].startswith("cropped bottom") else 0
-        _, stored, _ = decode(data, crop) if crop else (None, data, "")
+        box = tile_box(r["path"])
+        _, stored, _ = decode(data, crop, box) if crop or box else (None, data, "")
         if hashlib.sha256(stored).hexdigest() != r["sha256"]:
             bad += 1
             print(f"hash mismatch: {r['repo']}:{r['path']}")
