@@ -280,7 +280,7 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     table = [[round(v, 3) if isinstance(v, float) else v for v in (r.get(c, "") for c in shown)] for r in rows]
     bad = [[e["file"], e["reason"]] for e in errors]
     return (summary, gr.Dataframe(value=table, headers=shown), [str(csv_path), str(json_path)],
-            gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad)))
+            gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad), wrap=True))
 
 
 def model_tab(name: str):
@@ -395,8 +395,8 @@ def build_demo() -> gr.Blocks:
                                       "32x32 test images (real_*, fake_*); sources in assets/examples/SOURCES.md")
                 with gr.Column(scale=3):
                     verdict = gr.Markdown("Drop an image to start.", elem_id="verdict")
+                    probs = gr.HTML(elem_id="pmeter")  # the same verdict, drawn on the P(fake) scale
                     evidence = gr.Markdown(elem_id="evidence")
-                    probs = gr.HTML(elem_id="pmeter")
                     with gr.Row():
                         seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png")
                         original = gr.Image(label="your image", height=VIEW, interactive=False)

@@ -157,10 +157,12 @@ def main(args: argparse.Namespace) -> dict:
             jobs = [pool.submit(Client(server.url, verbose=False).predict, handle_file(str(big)), args.model,
                                 *(("GradCAM", "predicted") if i % 2 else ()), api_name="/explain" if i % 2 else "/predict")
                     for i in range(6)]
-            errors = sum(1 for j in jobs if j.exception(timeout=600))
+            failures = [str(j.exception(timeout=600))[:200] for j in jobs if j.exception(timeout=600)]
         _, peak = server.memory()
-        results["concurrent"] = {"requests": 6, "errors": errors, "peak_added_mb": round(peak - before)}
-        print(f"3 /predict + 3 /explain at once on the 32 MP PNG: peak +{peak - before:.0f} MB, {errors} errors")
+        results["concurrent"] = {"requests": 6, "errors": len(failures), "failures": failures,
+                                 "peak_added_mb": round(peak - before)}
+        print(f"3 /predict + 3 /explain at once on the 32 MP PNG: peak +{peak - before:.0f} MB, {len(failures)} errors"
+              + "".join(f"\n  error: {f}" for f in failures))
 
         # Disk: API requests, then bare uploads, then the sweep.
         photo = ROOT / "assets" / "examples" / "real_airplane.jpg"

@@ -1,7 +1,8 @@
 """The wild track's data: the manifest of real-world images, source-disjoint splits, the views the
 backbone sees (training augmentation and the format-controlled test view) and the feature cache.
 
-Images live in ``data/wild/<sha256>.<ext>`` (rebuilt from public snapshots by ``train.build_wild``;
+Images live in ``$FAKESPOT_CACHE/wild/<sha256>.<ext>`` (default ``~/.cache/fakespot``: outside the work tree,
+so a later session on the same machine finds them; rebuilt from public snapshots by ``train.build_wild``;
 never committed). The manifest ``train/wild_manifest.csv`` lists them; ``train/wild_sources.json``
 gives every source its split, so no source is in two splits.
 """
@@ -26,8 +27,10 @@ from .preprocess import fit_to_input, load_image, load_rgb, normalize
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "train" / "wild_manifest.csv"
 SOURCES = ROOT / "train" / "wild_sources.json"
-IMAGES = ROOT / "data" / "wild"
-FEATURES = ROOT / "data" / "wild_features"
+# Decoded images and feature caches: never in the work tree (a fresh checkout must not lose hours of work).
+CACHE = Path(os.environ.get("FAKESPOT_CACHE", Path.home() / ".cache" / "fakespot"))
+IMAGES = CACHE / "wild"
+FEATURES = CACHE / "wild_features"
 WILD_SIZE = 224
 # Class tokens cached per view: after every block, so heads on any subset train from the cache.
 CACHED_LAYERS = tuple(range(1, 13))
