@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from webapp import serving
@@ -268,12 +269,11 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     columns = ["file", "p_fake", "verdict", "label", "headline", "model", "evidence", "evidence_strength",
                "evidence_claim", *STATS, "width", "height", "jpeg_quality", "reason"]
     shown = ["file", "p_fake", "verdict", "model", "evidence", "evidence_strength", *STATS, "jpeg_quality"]
-    count = {k: sum(r["verdict"] == k for r in rows) for k in ("fake", "uncertain", "real")}
     used = ", ".join(f"`{m}` {sum(r['model'] == m for r in rows)}" for m in sorted({r["model"] for r in rows}))
     n_ev = sum(bool(r.get("evidence")) for r in rows)
-    summary = (f"**{len(rows)} images analysed** ({used or 'none'}): **{count['fake']}** likely AI-generated, "
-               f"**{count['uncertain']}** uncertain (too close to the model's threshold to call), **{count['real']}** "
-               "with no sign of AI generation found; "
+    verdicts = Counter(r["headline"] for r in rows)  # the verdicts' own words (VERDICT_WORDS), as each model gave them
+    said = ", ".join(f"**{n}** {words}" for words, n in verdicts.most_common())
+    summary = (f"**{len(rows)} images analysed** ({used or 'none'}): {said or 'none'}; "
                f"**{n_ev} carry provenance evidence** (see the evidence columns); **{len(errors)} files could not be read**.")
     csv_path, json_path = write_exports(rows, errors, columns, {
         "model": pred.name, "thresholds": {m: p.threshold for m, p in ROUTER.predictors.items()}})

@@ -19,7 +19,7 @@ from . import provenance
 from .data import UnpackBudget, iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
-from .predict import AutoPredictor, Predictor, Verdict, pick
+from .predict import AutoPredictor, Predictor, Verdict, image_size, pick
 from .preprocess import (ImageError, ImageSource, draft_within, load_image, open_image, orientation, shrink,
                          to_rgb)
 from .stats import image_stats, jpeg_quality
@@ -120,8 +120,7 @@ def _decode(src: ImageSource, input_size: int, keep_full: bool = False
         src.seek(0)
     img = open_image(src)
     fmt, quality = img.format, jpeg_quality(img)
-    w, h = img.size  # before a draft decode shrinks it; swapped if EXIF rotates by 90 degrees
-    size = (h, w) if orientation(img) in (5, 6, 7, 8) else (w, h)
+    size = image_size(img)  # before a draft decode shrinks it; as people see it (EXIF rotation applied)
     full = None
     try:
         if keep_full:
@@ -239,10 +238,9 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 pred, reason = pick(predictor, data)
                 array = load_image(data, pred.input_size)
                 img = open_image(io.BytesIO(data))
-                w, h = img.size
-                row = {"file": name, "model": pred.name, "reason": reason,
-                       "width": h if orientation(img) in (5, 6, 7, 8) else w,
-                       "height": w if orientation(img) in (5, 6, 7, 8) else h, "jpeg_quality": jpeg_quality(img)}
+                w, h = image_size(img)
+                row = {"file": name, "model": pred.name, "reason": reason, "width": w, "height": h,
+                       "jpeg_quality": jpeg_quality(img)}
                 if with_evidence:
                     row.update(evidence_columns(provenance.gather_within(data)))
                 group = pending.setdefault(pred.name, (pred, [], []))

@@ -30,6 +30,8 @@ ACCEPTED_NAMES = ", ".join(sorted(IMAGE_EXTENSIONS)) + " and .zip"
 MAX_FILE_BYTES = 256 * 1024 * 1024  # one image file
 MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one zip member, as declared in the zip directory
 MAX_COMPRESSION_RATIO = 100  # JPEG and PNG barely compress; a bomb compresses thousands to one
+# What reading a damaged zip entry can raise (zipfile passes its decompressors' errors through).
+_ENTRY_ERRORS = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError, zlib.error)
 
 
 @dataclass
@@ -265,8 +267,7 @@ def _survey(zf: zipfile.ZipFile, depth: int, budget: UnpackBudget, entries: int 
             try:
                 with _open_zip(io.BytesIO(zf.read(info))) as inner:
                     entries, size = _survey(inner, depth + 1, budget, entries, size)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError, ValueError, zlib.error,
-                    struct.error):
+            except (*_ENTRY_ERRORS, struct.error):
                 pass  # reported with its reason when the zip is read
     return entries, size
 
@@ -285,7 +286,7 @@ def _iter_zip(src: Path | io.BytesIO, shown_as: str, depth: int, budget: UnpackB
         if budget.exhausted:
             return
         wanted = _wanted(zf)
-        why = budget.refuse(*(_survey(zf, depth, budget) if depth == 1 else (0, 0)))
+        why = budget.refuse(*_survey(zf, depth, budget)) if depth == 1 else None  # nested: within the survey
         if why:
             yield shown_as, None, why
             return
@@ -303,8 +304,7 @@ def _iter_zip(src: Path | io.BytesIO, shown_as: str, depth: int, budget: UnpackB
             budget.bytes_used += info.file_size
             try:
                 data = zf.read(info)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError,
-                    ValueError, zlib.error) as e:
+            except _ENTRY_ERRORS as e:
                 yield shown, None, f"cannot read zip entry ({e})"
                 continue
             if nested:

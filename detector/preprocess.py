@@ -102,8 +102,8 @@ def open_image(src: ImageSource) -> Image.Image:
         if w < 1 or h < 1:
             raise ImageError(f"image has no pixels ({w}x{h})")
         raise ImageError(f"refused: {w}x{h} is more than {MAX_PIXELS // 1_000_000} megapixels")
-    if img.format != "JPEG" and decoded_bytes(img) > MAX_DECODE_BYTES:
-        need = decoded_bytes(img)
+    need = decoded_bytes(img)
+    if img.format != "JPEG" and need > MAX_DECODE_BYTES:
         img.close()
         raise ImageError(f"refused: this {w}x{h} {img.format or ''} image (mode {img.mode}) takes {need / 2 ** 20:,.0f} MB "
                          f"to decode, over the {MAX_DECODE_BYTES // 2 ** 20} MB limit for formats other than JPEG (about "
@@ -122,12 +122,10 @@ def draft_within(img: Image.Image, budget: int = MAX_DECODE_BYTES) -> int:
     Other formats decode whole (``open_image`` has refused those over the limit)."""
     if img.format != "JPEG":
         return 1
-    for scale in (1, 2, 4, 8):
-        if decoded_bytes(img, scale) <= budget or scale == 8:
-            if scale > 1:
-                img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (-(-img.size[0] // scale), -(-img.size[1] // scale)))
-            return scale
-    return 8
+    scale = next((s for s in (1, 2, 4) if decoded_bytes(img, s) <= budget), 8)
+    if scale > 1:
+        img.draft(img.mode if img.mode in ("RGB", "L") else "RGB", (-(-img.size[0] // scale), -(-img.size[1] // scale)))
+    return scale
 
 
 def shrink(img: Image.Image, min_side: int, budget: int = WORK_BYTES) -> Image.Image:
@@ -229,14 +227,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_rgb(src: ImageSource, min_side: int | None = None) -> Image.Image:
-    """Decode ``src`` as 8-bit RGB at its own size (for display and statistics); with ``min_side``, a large
-    image may come back reduced, its short side still at least ``min_side``."""
+def load_rgb(src: ImageSource) -> Image.Image:
+    """Decode ``src`` fully as 8-bit RGB at its own size (for display and statistics)."""
     img = open_image(src)
     try:
-        if min_side:
-            draft_within(img, WORK_BYTES)
-            img = shrink(img, min_side)
         return to_rgb(img)
     except ImageError:
         raise
