@@ -13,12 +13,11 @@ import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from .preprocess import INPUT_SIZE, ImageError, load_image
@@ -49,7 +48,7 @@ class UnpackBudget:
     exhausted: bool = False  # once a zip is refused for the budget, no later zip is opened
 
     @classmethod
-    def for_uploads(cls) -> "UnpackBudget":
+    def for_uploads(cls) -> UnpackBudget:
         return cls(max_bytes=512 * 1024 ** 2, max_entries=2_000, max_depth=3)
 
     def refuse(self, n_entries: int, n_bytes: int) -> str | None:
@@ -79,14 +78,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, idx) -> "ImageSet":
+    def subset(self, idx) -> ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         return ImageSet(self.images[idx], self.labels[idx], [self.paths[i] for i in idx],
                         [self.hashes[i] for i in idx], list(self.errors))
-
-    def balanced(self, n: int, seed: int = 0) -> "ImageSet":
-        """The seeded, class-balanced sample of ``balanced_sample``: what every research script measures."""
-        return self.subset(balanced_sample(self.labels, n, seed))
 
     def fingerprint(self) -> str:
         """SHA-256 over the sorted (path, file hash, label) triples: names the exact data used."""
@@ -344,50 +339,3 @@ def load_image_set(paths: str | os.PathLike | list, labelled: bool = True, size:
                          "under folders named REAL/ and FAKE/ (at any depth), in a folder or a zip")
     arr = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
     return ImageSet(arr, np.asarray(labels, dtype=np.int64), names, hashes, errors)
-
-
-def train_val_split(data: ImageSet, val_fraction: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, label-stratified split of indices; byte-identical files always land on the same side."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    uniq, first, inverse = np.unique(np.asarray(data.hashes), return_index=True, return_inverse=True)
-    g_train, g_val = train_test_split(np.arange(len(uniq)), test_size=val_fraction, random_state=seed,
-                                      stratify=data.labels[first])
-    is_val = np.zeros(len(uniq), dtype=bool)
-    is_val[g_val] = True
-    per_image = is_val[inverse]
-    return np.flatnonzero(~per_image), np.flatnonzero(per_image)
-
-
-def balanced_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Seeded, class-balanced, shuffled sample of ``n`` indices (``n // 2`` per class); every index in
-    order when ``n`` is 0 or covers the set. The research scripts share it, so they measure the same images."""
-    if not n or n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    return rng.permutation(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: n // 2] for c in (0, 1)]))
-
-
-def read_duplicate_hashes(tsv: str | os.PathLike, kinds: tuple[str, ...] = ("train-test",)) -> set[str]:
-    """SHA-256 hashes of the listed duplicate kinds from a cifake_duplicates.tsv file."""
-    out = set()
-    with open(tsv, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("#") or line.startswith("kind\t"):
-                continue
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) >= 2 and cols[0] in kinds:
-                out.add(cols[1])
-    return out
-
-
-def duplicate_mask(test: ImageSet, known: set[str] | ImageSet) -> np.ndarray:
-    """True for each test image whose bytes also occur in ``known`` (a training set or a set of hashes)."""
-    hashes = set(known.hashes) if isinstance(known, ImageSet) else known
-    return np.fromiter((h in hashes for h in test.hashes), dtype=bool, count=len(test))
-
-
-def drop_duplicates(test: ImageSet, known: set[str] | ImageSet) -> tuple[ImageSet, int]:
-    """Remove test images whose bytes also occur in ``known``; returns the rest and how many went."""
-    dup = duplicate_mask(test, known)
-    return test.subset(np.flatnonzero(~dup)), int(dup.sum())

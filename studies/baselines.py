@@ -35,9 +35,10 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from tqdm import tqdm
 
-from detector.data import balanced_sample, drop_duplicates, load_image_set, read_duplicate_hashes, train_val_split
+from detector.data import load_image_set
 from detector.metrics import compute_metrics
 from train.results import save_result
+from train.splits import balanced_sample, drop_duplicates, read_duplicate_hashes, train_val_split
 
 # Published test accuracies (CIFAKE studies) and the published PCA table.
 PUBLISHED = {"logistic_regression": 0.677, "naive_bayes": 0.593, "decision_tree": 0.698, "random_forest": 0.831,
@@ -107,8 +108,8 @@ def main(args: argparse.Namespace) -> dict:
               "test": (flat(test.images), test.labels), "test_dedup": (flat(dedup.images), dedup.labels)}
     sub = tr_idx[balanced_sample(data.labels[tr_idx], args.train_n, args.seed)]
     x_tr, y_tr = flat(data.images[sub]), data.labels[sub]
-    result = {"train_n": int(len(sub)), "svm_n": int(min(args.svm_n, len(sub))), "validation_n": int(len(va_idx)),
-              "test_n": int(len(test)), "test_dedup_n": int(len(dedup)), "duplicates_dropped": n_dup,
+    result = {"train_n": len(sub), "svm_n": int(min(args.svm_n, len(sub))), "validation_n": len(va_idx),
+              "test_n": len(test), "test_dedup_n": len(dedup), "duplicates_dropped": n_dup,
               "published": PUBLISHED, "published_pca": PUBLISHED_PCA, "methods": {}, "pca": {}}
     todo = {k: v for k, v in classifiers(args.seed).items() if not args.methods or k in args.methods}
     for name, clf in tqdm(todo.items(), desc="methods"):

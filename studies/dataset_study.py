@@ -36,6 +36,7 @@ from detector.predict import CIFAKE_MODEL, load
 from detector.preprocess import normalize, to_batch
 from detector.stats import laplacian_var
 from train.results import FIGURES, save_result
+from train.splits import balanced
 
 CLASS_COLOURS = {"real": "tab:blue", "fake": "tab:red"}
 
@@ -93,10 +94,10 @@ def main(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     test = load_image_set(args.test, labelled=True)
-    sample = test.balanced(args.n, args.seed)
+    sample = balanced(test, args.n, args.seed)
     images, labels = sample.images, sample.labels
     pred = load(args.model)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "test_n": int(len(test))}
+    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "test_n": len(test)}
 
     pixels = PCA(50, random_state=args.seed).fit_transform(images.reshape(len(images), -1) / 255.0)
     emb = embeddings(pred, images)

@@ -30,6 +30,7 @@ from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from tqdm import tqdm
 
 from detector.data import load_image_set
+from train.splits import balanced
 from detector.explain import CAM_METHODS, FLOOR_METHOD, Explainer, background_share, object_mask
 from detector.predict import CIFAKE_MODEL, load
 from train.results import FIGURES, save_result
@@ -51,8 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def wild_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded, class-balanced sample of the wild test split as 224 px model inputs (as uploaded)."""
-    from detector.data import balanced_sample
-    from detector.wild import read_manifest, view
+    from train.splits import balanced_sample
+    from train.wild_data import read_manifest, view
 
     items = [it for it in read_manifest() if it.split == "test"]
     labels = np.array([it.label for it in items])
@@ -100,7 +101,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.wild:
         images, truth = wild_sample(args.n, args.seed)
     elif args.test:
-        sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+        sample = balanced(load_image_set(args.test, labelled=True), args.n, args.seed)
         images, truth = sample.images, sample.labels
     else:
         raise SystemExit("give --test CIFAKE_TEST or --wild")

@@ -29,6 +29,7 @@ from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import CLASSES, load_image
 from train.results import FIGURES, save_result
+from train.splits import balanced
 
 
 def enlarge_and_reload(images: np.ndarray, size: int, fmt: str, write: Path | None = None,
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> dict:
     from detector.plots import plt, save_figure
 
     t0 = time.perf_counter()
-    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+    sample = balanced(load_image_set(args.test, labelled=True), args.n, args.seed)
     images, labels = sample.images, sample.labels
     variants = {"32 (original)": images}
     for s in tqdm(args.sizes, desc="sizes"):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detector.checkpoint import atomic_write
-from detector.checkpoint import read_record
+from detector.checkpoint import atomic_write, read_record
 from detector.predict import CHECKPOINT_DIR, shipped_models
 from train.results import ROOT, load_result
 
@@ -187,7 +186,7 @@ def wild_data_section() -> list[str]:
     import json
     from collections import Counter
 
-    from detector.wild import MANIFEST, SOURCES
+    from train.wild_data import MANIFEST, SOURCES
 
     if not MANIFEST.exists():
         return []

@@ -32,6 +32,7 @@ from detector.metrics import compute_metrics
 from detector.predict import load, shipped_models
 from detector.preprocess import to_batch
 from train.results import FIGURES, save_result
+from train.splits import balanced
 
 CORRUPTIONS = ["clean", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur0.5", "blur1", "blur2", "resize0.5",
                "noise2", "noise5", "noise10"]
@@ -133,7 +134,7 @@ def plot(result: dict, path) -> None:
 def main(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
-    sample = load_image_set(args.test, labelled=True).balanced(args.n, args.seed)
+    sample = balanced(load_image_set(args.test, labelled=True), args.n, args.seed)
     images, labels = sample.images, sample.labels
     corrupted = {c: corrupt(images, c, args.seed) for c in tqdm(CORRUPTIONS, desc="corrupting")}
     result = {"n": len(sample), "adv_n": min(args.adv_n, len(sample)), "pgd_steps": args.pgd_steps,

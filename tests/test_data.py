@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector.data import (ImageSet, drop_duplicates, label_from_path, load_image_set, read_duplicate_hashes,
-                           train_val_split)
+from detector.data import ImageSet, label_from_path, load_image_set
+from train.splits import drop_duplicates, read_duplicate_hashes, train_val_split
 
 
 def test_label_from_path_any_depth():

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.preprocess import (AugmentConfig, ImageError, augment_batch, fit_to_input, load_image, normalize,
-                                 to_batch, to_rgb)
+from detector.preprocess import ImageError, fit_to_input, load_image, normalize, to_batch, to_rgb
+from train.augment import AugmentConfig, augment_batch
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -110,7 +110,7 @@ def test_augment_batch_is_seeded_and_changes_images():
 
 
 def test_random_translate_shifts_content_by_at_most_k():
-    from detector.preprocess import random_translate
+    from train.augment import random_translate
 
     x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
     x[:, :, 14:18, 14:18] = 255  # a bright square in the centre

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from detector.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 from detector.models import create_model
 from detector.predict import Predictor
 from detector.preprocess import MEAN, STD
 from studies.robustness import CORRUPTIONS, attack, corrupt
+from train.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 
 from .conftest import synthetic_image
 

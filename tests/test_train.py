@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from detector.checkpoint import load_checkpoint
-from detector.engine import train_one_epoch
 from detector.models import create_model
 from detector.preprocess import normalize, to_batch
+from train.engine import train_one_epoch
 from train.train import get_args_parser, main
 
 from .conftest import synthetic_image

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 import detector
-from detector.calibration import choose_threshold_guarded
 from detector.checkpoint import INT8_SCALE, CheckpointError, load_checkpoint, new_record, read_record, save_checkpoint
 from detector.explain import tile_boxes, tile_map
 from detector.models import ClipViTB16, WildDetector
 from detector.predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, Verdict, choose_track
-from detector.wild import MANIFEST, SOURCES, augmented, format_controlled, read_manifest
+from train.calibration import choose_threshold_guarded
+from train.wild_data import MANIFEST, SOURCES, augmented, format_controlled, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESERVED = ROOT.parent / "shared" / "data" / "reserved_sha256.txt"
@@ -122,7 +122,7 @@ def test_tile_rows_are_cut_stored_as_png_and_rebuilt_alike():
     assert tile.size == (142, 142) and tile.format == "JPEG" and note.startswith("tile cut")
     assert Image.open(io.BytesIO(stored)).format == "PNG"
     assert decode(data, 0, tile_box(path))[1] == stored  # a rebuild gives the same bytes
-    from detector.wild import stored_ext
+    from train.wild_data import stored_ext
     assert stored_ext(path, note) == ".png" and stored_ext("x.rcc@2+5", "") == ".webp"
 
 

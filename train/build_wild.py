@@ -10,7 +10,7 @@ images or are under ``MIN_SIDE`` pixels on their short side are skipped; any who
 reserved list (``shared/data/reserved_sha256.txt``: images kept for an independent evaluation) is
 dropped and counted, as are exact duplicates and near-duplicates (perceptual hash within
 ``PHASH_DISTANCE`` bits; a near-duplicate pair with different labels drops both). Kept files are
-written as they are to ``$FAKESPOT_CACHE/wild/<sha256>.<ext>`` (``detector.wild.IMAGES``) (a rule's ``crop_bottom`` crops and stores PNG).
+written as they are to ``$FAKESPOT_CACHE/wild/<sha256>.<ext>`` (``train.wild_data.IMAGES``) (a rule's ``crop_bottom`` crops and stores PNG).
 A snapshot is a bare git directory, as the session's ``fetch`` leaves it: ``MIRRORS/owner+name/repo``.
 A source whose repo is ``debian:PACKAGE`` is that Debian package at version ``commit``, downloaded with
 ``apt-get download`` and unpacked with ``dpkg -x`` under ``--debs``; its "blob" ids are git blob ids of the
@@ -43,7 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from detector.stats import jpeg_quality
-from detector.wild import IMAGES, MANIFEST, ROOT, SOURCES, stored_ext
+from train.wild_data import IMAGES, MANIFEST, ROOT, SOURCES, stored_ext
 
 RESERVED = ROOT.parent / "shared" / "data" / "reserved_sha256.txt"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")

@@ -21,13 +21,14 @@ import time
 
 import numpy as np
 
-from detector.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 from detector.checkpoint import update_record
-from detector.data import load_image_set, train_val_split
+from detector.data import load_image_set
 from detector.engine import sigmoid
 from detector.metrics import compute_metrics
 from detector.predict import load, resolve_model, shipped_models
+from train.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 from train.results import FIGURES, save_result
+from train.splits import train_val_split
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,7 +86,7 @@ def main(args: argparse.Namespace) -> dict:
         temperature = fit_temperature(lv, yv)
         threshold = choose_threshold(yv, sigmoid(lv, temperature))
         r = {"temperature": temperature, "threshold": threshold, "validation_split": {"fraction": frac, "seed": seed,
-             "n": int(len(val_idx))}}
+             "n": len(val_idx)}}
         for split, y, lg in (("validation", yv, lv), ("test", yt, lt)):
             r[split] = {"before": measure(y, lg, 1.0, 0.5, args.bins),
                         "after": measure(y, lg, temperature, threshold, args.bins)}

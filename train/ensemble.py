@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 
 from detector.checkpoint import load_checkpoint, new_record, save_checkpoint
-from detector.data import load_image_set, train_val_split
+from detector.data import load_image_set
 from detector.engine import predict_logits, sigmoid
 from detector.metrics import compute_metrics
 from detector.models import Ensemble, count_parameters
 from detector.preprocess import to_batch
+from train.splits import train_val_split
 
 
 def main() -> None:

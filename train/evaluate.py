@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 from detector.checkpoint import atomic_write_json, update_record
-from detector.data import duplicate_mask, load_image_set, read_duplicate_hashes
+from detector.data import load_image_set
 from detector.metrics import compact_curves, compute_metrics
 from detector.plots import plot_evaluation
 from detector.predict import load, resolve_model
 from train.results import git_commit
+from train.splits import duplicate_mask, read_duplicate_hashes
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -25,9 +25,9 @@ from tqdm import tqdm
 from detector.checkpoint import load_checkpoint, update_record
 from detector.engine import sigmoid
 from detector.predict import Predictor, load
-from detector.wild import ROOT, format_controlled, load_features, read_manifest
 from detector.preprocess import load_rgb
 from train.results import RESULTS, save_result
+from train.wild_data import ROOT, format_controlled, load_features, read_manifest
 
 FC_DIR = ROOT / "data" / "wild_fc"
 OUT = RESULTS / "wild_test.json"
@@ -49,7 +49,7 @@ def summarise(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     y, p = np.asarray(y), np.asarray(p, np.float64)
     ok = ~np.isnan(p)
     y, p = y[ok], p[ok]
-    out = {"n": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()), "threshold": round(threshold, 4)}
+    out = {"n": len(y), "real": int((y == 0).sum()), "fake": int((y == 1).sum()), "threshold": round(threshold, 4)}
     if (y == 0).any():
         out["real_accuracy"] = round(float((p[y == 0] < threshold).mean()), 4)
     if (y == 1).any():

@@ -24,12 +24,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from detector.checkpoint import atomic_write_json, load_state, new_record, save_checkpoint, save_state
-from detector.data import load_image_set, train_val_split
-from detector.engine import predict_logits, resolve_amp, sigmoid, train_one_epoch
+from detector.data import load_image_set
+from detector.engine import predict_logits, sigmoid
 from detector.metrics import compute_metrics
 from detector.models import count_parameters, create_model, list_models
 from detector.plots import plot_history
-from detector.preprocess import AugmentConfig, to_batch
+from detector.preprocess import to_batch
+from train.augment import AugmentConfig
+from train.engine import resolve_amp, train_one_epoch
+from train.splits import train_val_split
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

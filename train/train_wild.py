@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import log_loss, roc_auc_score
 
-from detector.calibration import choose_threshold_guarded, expected_calibration_error, fit_temperature
 from detector.checkpoint import new_record, read_record, save_checkpoint
 from detector.engine import sigmoid
 from detector.metrics import compute_metrics
 from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16, WildHead
-from detector.wild import (
+from train.calibration import choose_threshold_guarded, expected_calibration_error, fit_temperature
+from train.wild_data import (
     MANIFEST,
     MAX_FAKE_PER_GROUP,
     MAX_REAL_PER_SOURCE,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from detector.checkpoint import load_checkpoint
 from detector.preprocess import ImageError
-from detector.wild import (
+from train.wild_data import (
     FEATURES,
     MAX_FAKE_PER_GROUP,
     MAX_REAL_PER_SOURCE,

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
-from .checkpoint import atomic_write
-from .preprocess import fit_to_input, load_image, load_rgb, normalize
+from detector.checkpoint import atomic_write
+from detector.preprocess import fit_to_input, load_image, load_rgb, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "train" / "wild_manifest.csv"

@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import log_loss
 
-from .engine import sigmoid
+from detector.engine import sigmoid
 
 
 def fit_temperature(logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
