@@ -36,6 +36,7 @@ from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MAX_SIDE, CIFAKE_MODE
                               WILD_MODEL, AutoPredictor, checkpoint_dir, hub_settings, is_backbone,
                               shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
+from detector.residual import CROP
 from detector.stats import STATS, log_spectrum
 from webapp.export import csv_safe, write_exports  # noqa: F401 (csv_safe: part of the app's tested surface)
 from webapp.render import (REFERENCE, STATS_HEADERS, VIEW, background_markdown, evidence_markdown,  # noqa: F401
@@ -176,7 +177,7 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
 def analyse_ui(image, model: str, method: str):
     """The Analyse tab: everything for one image."""
     if image is None:  # the image was cleared
-        return [None] * 18
+        return [None] * 19
     a = _run(image, model, method)
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
     if a.tiles:
@@ -198,6 +199,9 @@ def analyse_ui(image, model: str, method: str):
         gr.Image(value=heat_other, label=label_other),
         outline(a.model_input, a.foreground, VIEW),
         tiles,
+        gr.Image(value=tile_overlay(a.display, a.residual_tiles, a.size) if a.residual_tiles else None,
+                 label=(f"noise map: the residual network's P(fake) of {len(a.residual_tiles)} crops of {CROP} px at the "
+                        "image's own resolution" if a.residual_tiles else "noise map: for models with the residual signal")),
         background_markdown(a),
         tile_markdown(a),
         stats_heading(a),
@@ -409,6 +413,7 @@ def build_demo() -> gr.Blocks:
                                    interactive=False, format="png")
             with gr.Row():
                 tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png")
+                noisemap = gr.Image(label="noise map (wild track)", height=VIEW + 64, interactive=False, format="png")
                 with gr.Column():
                     background = gr.Markdown()
                     tile_note = gr.Markdown()
@@ -422,8 +427,8 @@ def build_demo() -> gr.Blocks:
             jpeg = gr.Markdown()
             with gr.Accordion("JSON (what /predict and /explain return)", open=False):
                 raw = gr.JSON()
-            outputs = [verdict, evidence, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, background,
-                       tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
+            outputs = [verdict, evidence, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, noisemap,
+                       background, tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
             gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
                   outputs, api_name="analyse", api_visibility="undocumented", preprocess=False, concurrency_id="model")
 

@@ -19,9 +19,10 @@ from . import provenance
 from .data import UnpackBudget, iter_sources, printable
 from .engine import sigmoid
 from .explain import Explainer, background_share, object_mask, tile_map
-from .predict import AutoPredictor, Predictor, Verdict, image_size, pick
-from .preprocess import (ImageError, ImageSource, draft_within, load_image, open_image, orientation, shrink,
+from .predict import AutoPredictor, Predictor, Verdict, image_size, pick, rewound
+from .preprocess import (ImageError, ImageSource, draft_within, load_image, load_rgb, open_image, orientation, shrink,
                          to_rgb)
+from .residual import CROP, image_logit
 from .stats import image_stats, jpeg_quality
 
 LARGE_FACTOR = 2  # an upload more than this many times the input size (per side) gets a plain warning
@@ -46,6 +47,7 @@ class Analysis:
     background_share: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     tiles: list[dict] = field(default_factory=list)  # wild track: P(fake) of native-resolution tiles
+    residual_tiles: list[dict] = field(default_factory=list)  # fused model: P(fake) of the residual network's crops
     evidence: provenance.Evidence | None = None  # C2PA, metadata, watermarks: beside P(fake), never blended in
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -104,6 +106,8 @@ class Analysis:
             out["background_area"] = round(self.background_area, 4)
         if self.tiles:
             out["tiles"] = [{"box": list(t["box"]), "p_fake": round(t["p_fake"], 4)} for t in self.tiles]
+        if self.residual_tiles:
+            out["residual_tiles"] = [{"box": list(t["box"]), "p_fake": round(t["p_fake"], 4)} for t in self.residual_tiles]
         if self.evidence is not None:
             out["evidence"] = self.evidence.to_dict()
         return out
@@ -153,16 +157,24 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
     tiles_wanted = explainer is not None and predictor.input_size > 64 and max_tiles > 0
     model_input, display, size, fmt, quality, full = _decode(src, predictor.input_size, keep_full=tiles_wanted)
     t["decode"] = time.perf_counter()
-    maps = {}
+    maps, residual, residual_tiles = {}, None, []
+    if predictor.residual is not None:  # the low-level signal, on crops of the image at its own resolution
+        native = full if full is not None else load_rgb(rewound(src))
+        scale = getattr(native, "tile_scale", 1)
+        logit, crop_logits, corners = image_logit(predictor.residual, native)
+        residual = np.array([logit])
+        residual_tiles = [{"box": tuple(v * scale for v in (x, y, x + CROP, y + CROP)), "p_fake": float(sigmoid(c))}
+                          for c, (x, y) in zip(crop_logits, corners)]
+        t["residual"] = time.perf_counter()
     if explainer is None:
-        p = float(predictor.predict_arrays(model_input[None])[0])
+        p = float(predictor.predict_arrays(model_input[None], residual=residual)[0])
         t["predict"] = time.perf_counter()
     else:  # the verdict comes from the explanation's own forward pass: the model runs once
         maps, logit = explainer.heatmaps_and_logit(model_input, method)
-        p = float(sigmoid(np.array([logit]), predictor.temperature)[0])
+        p = float(predictor.fuse(np.array([logit]), residual)[0])
         t["predict+cam"] = time.perf_counter()
     a = Analysis(model=predictor.name, p_fake=p, judgement=predictor.verdict(p), size=size, format=fmt, jpeg_quality=quality,
-                 model_input=model_input, display=display, reason=reason)
+                 model_input=model_input, display=display, reason=reason, residual_tiles=residual_tiles)
     if explainer is not None:
         a.method = method
         a.heatmaps = maps
@@ -223,7 +235,8 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
         for pred, partial, arrays in pending.values():
             if not arrays:
                 continue
-            for row, img, pi in zip(partial, arrays, pred.predict_arrays(np.stack(arrays))):
+            residual = None if pred.residual is None else np.array([r.pop("_residual") for r in partial])
+            for row, img, pi in zip(partial, arrays, pred.predict_arrays(np.stack(arrays), residual=residual)):
                 row.update({"p_fake": round(float(pi), 6), **pred.verdict(float(pi)).to_dict()})
                 if with_stats:
                     row.update({k: round(v, 6) for k, v in image_stats(img).items()})
@@ -241,6 +254,8 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 w, h = image_size(img)
                 row = {"file": name, "model": pred.name, "reason": reason, "width": w, "height": h,
                        "jpeg_quality": jpeg_quality(img)}
+                if pred.residual is not None:  # popped when the chunk is judged
+                    row["_residual"] = float(pred.residual_logits([load_rgb(io.BytesIO(data))])[0])
                 if with_evidence:
                     row.update(evidence_columns(provenance.gather_within(data)))
                 group = pending.setdefault(pred.name, (pred, [], []))

@@ -8,12 +8,14 @@ spatial map (at least 2x2) at the 32x32 input size.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models.resnet import BasicBlock
+
+from .residual import ResidualNet
 
 # OpenAI CLIP's image normalisation (the wild track's backbone was trained with it).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -237,6 +239,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": ResNet50,
     "fakespot": FakeSpotNet,
     "ensemble": Ensemble,
+    "residual": ResidualNet,
 }
 
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, resolve
 from .engine import predict_logits, sigmoid
-from .preprocess import CLASSES, ImageError, ImageSource, load_image, open_image, orientation, to_batch
+from .preprocess import CLASSES, ImageError, ImageSource, load_image, load_rgb, open_image, orientation, to_batch
+from .residual import ResidualNet, image_logit
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, notes: list[str
 class Predictor:
     """A loaded model with its own preprocessing, threshold and temperature, all from its record."""
 
-    def __init__(self, model: nn.Module, record: dict, device: str | torch.device = "cpu", name: str = "") -> None:
+    def __init__(self, model: nn.Module, record: dict, device: str | torch.device = "cpu", name: str = "",
+                 notes: list[str] | None = None) -> None:
         self.model = model.to(device).eval()
         self.record = record
         self.device = torch.device(device)
@@ -168,6 +170,26 @@ class Predictor:
         self.band = (max(0.0, self.threshold - margin), min(1.0, self.threshold + margin))
         if list(record.get("classes", CLASSES)) != list(CLASSES):
             raise CheckpointError(f"checkpoint classes {record.get('classes')} are not {list(CLASSES)}")
+        # A second, low-level signal (detector.residual) fused with this model's logit, when the record names one.
+        self.residual: ResidualNet | None = None
+        self.fusion: dict | None = record.get("fusion")
+        if self.fusion:
+            stem = resolve_model(self.fusion["residual"], notes)
+            self.residual = load_checkpoint(stem)[0].to(self.device).eval()
+
+    def fuse(self, logits: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
+        """P(fake) from this model's logits and, for a fused model, the residual network's: with ``residual``
+        None (a tile, or a model without a second signal) the first signal alone, by its temperature."""
+        if residual is None or not self.fusion:
+            return sigmoid(logits, self.temperature)
+        w = self.fusion
+        return sigmoid(w["weights"][0] * np.asarray(logits, np.float64) + w["weights"][1] * np.asarray(residual) + w["bias"])
+
+    def residual_logits(self, images: list) -> np.ndarray | None:
+        """The residual network's logit of each decoded RGB image (PIL) at its own resolution; None without one."""
+        if self.residual is None:
+            return None
+        return np.array([image_logit(self.residual, img)[0] for img in images], np.float32)
 
     def preprocess(self, images: ImageSource | Sequence[ImageSource]) -> np.ndarray:
         """Inputs -> (N, size, size, 3) uint8 model inputs. Raises ImageError naming the bad input."""
@@ -184,13 +206,18 @@ class Predictor:
     def logits(self, arrays: np.ndarray, batch_size: int = 512) -> np.ndarray:
         return predict_logits(self.model, to_batch(arrays), self.device, batch_size, self.mean, self.std)
 
-    def predict_arrays(self, arrays: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """P(fake) for (N, size, size, 3) uint8 arrays already at the model's input size."""
-        return sigmoid(self.logits(arrays, batch_size), self.temperature)
+    def predict_arrays(self, arrays: np.ndarray, batch_size: int = 512, residual: np.ndarray | None = None) -> np.ndarray:
+        """P(fake) for (N, size, size, 3) uint8 arrays already at the model's input size; a fused model also
+        takes the residual logits of the same images (``residual_logits``), else it gives its first signal alone."""
+        return self.fuse(self.logits(arrays, batch_size), residual)
 
     def predict(self, images: ImageSource | Sequence[ImageSource]) -> float | np.ndarray:
         """P(fake) for one image (a float) or a batch (an array): PIL images, arrays, paths or bytes."""
-        p = self.predict_arrays(self.preprocess(images))
+        residual = None
+        if self.residual is not None:
+            residual = self.residual_logits([load_rgb(rewound(src)) for src in _as_list(images)])
+            images = [rewound(src) for src in _as_list(images)] if not _is_single(images) else rewound(images)
+        p = self.predict_arrays(self.preprocess(images), residual=residual)
         return float(p[0]) if _is_single(images) else p
 
     def label(self, p_fake: float) -> str:
@@ -214,6 +241,13 @@ class Predictor:
         elif key == "uncertain":
             caveat = f"P(fake) is within {hi - self.threshold:.2f} of the threshold {self.threshold:.2f}: treat it as a coin toss."
         return Verdict(key, self.label(p), p, self.threshold, self.band, words, caveat)
+
+
+def rewound(src):
+    """A file object back at its start (it is read twice by a fused model); anything else as it is."""
+    if hasattr(src, "seek"):
+        src.seek(0)
+    return src
 
 
 def _is_single(images) -> bool:
@@ -321,4 +355,4 @@ def load(name_or_path: str | os.PathLike | None = None, device: str | torch.devi
         return AutoPredictor(device, notes)
     stem = resolve_model(name_or_path, notes)
     model, record = load_checkpoint(stem, map_location=str(device))
-    return Predictor(model, record, device, name=Path(stem).name)
+    return Predictor(model, record, device, name=Path(stem).name, notes=notes)

