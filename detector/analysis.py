@@ -6,7 +6,9 @@ one request in the app's Analyse tab, and ``batch_rows`` is the Batch tab's per-
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -207,18 +209,67 @@ def evidence_columns(ev: provenance.Evidence) -> dict:
             "evidence_claim": d["claim"] or "", "evidence_findings": d["findings"], "evidence_notes": d["notes"]}
 
 
+def _prepare(predictor: Predictor | AutoPredictor, name: str, data: bytes, with_evidence: bool
+             ) -> tuple[Predictor, dict, np.ndarray]:
+    """The per-file work of ``batch_rows`` (all but the model's batched forward pass): route, decode, the
+    file's hash, size, JPEG quality, evidence and, for a fused model, the residual logit."""
+    pred, reason = pick(predictor, data)
+    array = load_image(data, pred.input_size)
+    img = open_image(io.BytesIO(data))
+    w, h = image_size(img)
+    row = {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "model": pred.name, "reason": reason,
+           "width": w, "height": h, "jpeg_quality": jpeg_quality(img)}
+    if with_evidence:
+        row.update(evidence_columns(provenance.gather_within(data)))
+    if pred.residual is not None:  # popped when the chunk is judged
+        row["_residual"] = float(pred.residual_logits([load_rgb(io.BytesIO(data))])[0])
+    return pred, row, array
+
+
+_WORKER: dict = {}  # what a decoder process needs, set before the pool forks (see batch_rows)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # each decoder is one core's worth; the parent runs the model
+
+
+def _prepare_in_worker(item: tuple[str, bytes | None, str | None]) -> tuple[str, str | None, dict, np.ndarray | None]:
+    """(model name, error, row, model input) of one file, in a decoder process."""
+    name, data, err = item
+    if err is None:
+        try:
+            pred, row, array = _prepare(_WORKER["predictor"], name, data, _WORKER["with_evidence"])
+            return pred.name, None, row, array
+        except ImageError as e:
+            err = str(e)
+    return "", err, {"file": name}, None
+
+
+def _pooled(pool, items: Iterator, window: int) -> Iterator[tuple[str, str | None, dict, np.ndarray | None]]:
+    """``_prepare_in_worker`` over ``items`` in the pool, in order, ``window`` files in flight at most (so a
+    million files are never all read into memory at once)."""
+    while batch := list(itertools.islice(items, window)):
+        yield from pool.imap(_prepare_in_worker, batch, chunksize=2)
+
+
 def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.PathLike], names: dict[str, str] | None = None,
                chunk: int = 256, with_evidence: bool = True, budget: UnpackBudget | None = None,
-               with_stats: bool = True) -> Iterator[tuple[list[dict], list[dict], int]]:
+               with_stats: bool = True, workers: int = 0, skip: set[str] | frozenset = frozenset()
+               ) -> Iterator[tuple[list[dict], list[dict], int]]:
     """Judge every image under ``paths`` (files, folders, zips) in chunks: the one batch pipeline, which the
     Batch tab, the command line and the dataset scan only format.
 
     With an AutoPredictor each file goes to the model it picks (rows name the model and why). Yields
-    ``(rows, errors, done)`` per chunk: rows are ``{"file", "p_fake", "verdict", "label", "headline", "caveat",
-    "threshold", "uncertain_band", "model", "reason", "width", "height", "jpeg_quality", stats..., evidence...}``,
-    errors are ``{"file", "reason"}``, ``done`` counts the files handled so far. ``names`` maps a path to
-    the name to show (the upload's original name rather than a temporary path). ``budget`` bounds what
-    the zips among ``paths`` may unpack, all together (``data.UnpackBudget``).
+    ``(rows, errors, done)`` per chunk: rows are ``{"file", "sha256", "p_fake", "verdict", "label", "headline",
+    "caveat", "threshold", "uncertain_band", "model", "reason", "width", "height", "jpeg_quality", stats...,
+    evidence...}``, errors are ``{"file", "reason"}``, ``done`` counts the files handled so far (``skip``ped
+    ones too). ``names`` maps a path to the name to show (the upload's original name rather than a temporary
+    path). ``budget`` bounds what the zips among ``paths`` may unpack, all together (``data.UnpackBudget``).
+    ``workers`` > 0 decodes in that many forked processes while this one runs the model; an AutoPredictor
+    should then hold its models already (a worker's lazy load would stay in the worker). Files whose shown
+    name is in ``skip`` are passed over (a resumed scan).
     """
     names = names or {}
 
@@ -230,6 +281,7 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
 
     done, rows, errors = 0, [], []
     pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [row so far], arrays)
+    models = {}
 
     def flush():
         for pred, partial, arrays in pending.values():
@@ -243,31 +295,51 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 rows.append(row)
         pending.clear()
 
-    for path, data, err in iter_sources(list(paths), budget):
-        name = shown(path)
-        done += 1
-        if err is None:
-            try:
-                pred, reason = pick(predictor, data)
-                array = load_image(data, pred.input_size)
-                img = open_image(io.BytesIO(data))
-                w, h = image_size(img)
-                row = {"file": name, "model": pred.name, "reason": reason, "width": w, "height": h,
-                       "jpeg_quality": jpeg_quality(img)}
-                if pred.residual is not None:  # popped when the chunk is judged
-                    row["_residual"] = float(pred.residual_logits([load_rgb(io.BytesIO(data))])[0])
-                if with_evidence:
-                    row.update(evidence_columns(provenance.gather_within(data)))
-                group = pending.setdefault(pred.name, (pred, [], []))
+    def items() -> Iterator[tuple[str, bytes | None, str | None]]:
+        nonlocal done
+        for path, data, err in iter_sources(list(paths), budget):
+            name = shown(path)
+            done += 1
+            if name not in skip:
+                yield name, data, err
+
+    def serial() -> Iterator[tuple[str, str | None, dict | None, np.ndarray | None]]:
+        for name, data, err in items():
+            if err is None:
+                try:
+                    pred, row, array = _prepare(predictor, name, data, with_evidence)
+                    models[pred.name] = pred
+                    yield pred.name, None, row, array
+                    continue
+                except ImageError as e:
+                    err = str(e)
+            yield "", err, {"file": name}, None
+
+    if workers > 0:
+        import multiprocessing
+
+        _WORKER.update(predictor=predictor, with_evidence=with_evidence)
+        models.update(predictor.predictors if isinstance(predictor, AutoPredictor) else {predictor.name: predictor})
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+        results = _pooled(pool, items(), window=workers * 32)
+    else:
+        results = serial()
+    try:
+        for model_name, err, row, array in results:
+            if err is not None:
+                errors.append({"file": row["file"], "reason": err})
+            else:
+                pred = models.get(model_name) or predictor.model(model_name)  # a model a worker loaded itself
+                group = pending.setdefault(model_name, (pred, [], []))
                 group[1].append(row)
                 group[2].append(array)
-            except ImageError as e:
-                err = str(e)
-        if err is not None:
-            errors.append({"file": name, "reason": err})
-        if sum(len(g[2]) for g in pending.values()) >= chunk:
-            flush()
-            yield rows, errors, done
-            rows, errors = [], []
-    flush()
-    yield rows, errors, done
+            if sum(len(g[2]) for g in pending.values()) >= chunk or len(errors) >= chunk:
+                flush()
+                yield rows, errors, done
+                rows, errors = [], []
+        flush()
+        yield rows, errors, done
+    finally:
+        if workers > 0:
+            pool.terminate()
+            _WORKER.clear()
