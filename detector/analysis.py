@@ -87,6 +87,9 @@ class Analysis:
                      "resolution, so you can see where it looks generated." if self.tiles else "")
             return (f"The image is {w}x{h} pixels; the model judged {crop}resized to {s}x{s} (what CLIP was trained "
                     f"on).{tiles}")
+        if max(w, h) < s // 2:
+            return (f"The image is only {w}x{h} pixels: it was enlarged to {s}x{s}, so the model sees almost nothing "
+                    "and its verdict and maps carry little meaning.")
         if not self.large:
             return f"The image is {w}x{h}, close to the {s}x{s} images the model was trained on."
         crop = " centre-cropped to a square and" if w != h else ""

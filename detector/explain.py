@@ -216,11 +216,12 @@ def outline(image: np.ndarray, foreground: np.ndarray, size: int = 256) -> np.nd
 
 
 def tile_boxes(width: int, height: int, tile: int, max_tiles: int) -> list[tuple[int, int, int, int]]:
-    """Native-resolution ``tile`` x ``tile`` boxes spread evenly over the image, at most ``max_tiles``.
+    """Native-resolution ``tile`` x ``tile`` boxes, at most ``max_tiles``.
 
-    The grid has about as many columns per row as the image's aspect ratio asks for; tiles touch or
-    overlap where the image is small and leave gaps where it is large (then each tile stands for the
-    cell around it). An image smaller than one tile gets no boxes.
+    The grid has about as many columns per row as the image's aspect ratio asks for. Along a side the tiles
+    can cover, they are spread over all of it (touching or overlapping); along a side they cannot, they sit
+    side by side around the centre, where the subject usually is, rather than in the corners. An image
+    smaller than one tile gets no boxes.
     """
     if min(width, height) < tile or max_tiles < 1:
         return []
@@ -231,9 +232,14 @@ def tile_boxes(width: int, height: int, tile: int, max_tiles: int) -> list[tuple
             nx -= 1
         else:
             ny -= 1
-    xs = np.linspace(0, width - tile, nx).round().astype(int) if nx > 1 else [(width - tile) // 2]
-    ys = np.linspace(0, height - tile, ny).round().astype(int) if ny > 1 else [(height - tile) // 2]
-    return [(int(x), int(y), int(x) + tile, int(y) + tile) for y in ys for x in xs]
+
+    def starts(size: int, n: int, want: int) -> list[int]:
+        if n == want and n > 1:  # enough tiles for the whole side
+            return np.linspace(0, size - tile, n).round().astype(int).tolist()
+        first = (size - n * tile) // 2  # a contiguous run, centred
+        return [first + i * tile for i in range(n)]
+
+    return [(x, y, x + tile, y + tile) for y in starts(height, ny, want_y) for x in starts(width, nx, want_x)]
 
 
 def tile_map(predictor, rgb, max_tiles: int = 6) -> list[dict]:
@@ -253,26 +259,35 @@ def tile_map(predictor, rgb, max_tiles: int = 6) -> list[dict]:
     return [{"box": b, "p_fake": float(pi)} for b, pi in zip(boxes, p)]
 
 
+REAL_RGB, FAKE_RGB = np.array([40, 90, 230], np.float32), np.array([220, 40, 40], np.float32)
+
+
+def p_colour(p: float) -> tuple[int, int, int]:
+    """Blue (P(fake) 0, real) to red (1, fake), straight through purple: what the legend says, no other hues."""
+    return tuple(int(v) for v in REAL_RGB + (FAKE_RGB - REAL_RGB) * float(np.clip(p, 0, 1)))
+
+
 def tile_overlay(display: np.ndarray, tiles: list[dict], full_size: tuple[int, int], alpha: float = 0.45) -> np.ndarray:
-    """The tiles' P(fake) drawn over a display copy of the image: cells coloured by P(fake) on a
-    blue (real) to red (fake) scale, each tile's own box outlined with its value written in it."""
+    """The tiles' P(fake) drawn over a display copy of the image: only the judged tiles are tinted (blue real,
+    red fake), each outlined, with its value written in its middle when the tile is large enough to hold it."""
     h, w = display.shape[:2]
     fw, fh = full_size
     sx, sy = w / fw, h / fh
-    out = display.copy()
-    if not tiles:
-        return out
-    boxes = [(t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy) for t in tiles]
-    cx = np.array([(b[0] + b[2]) / 2 for b in boxes])
-    cy = np.array([(b[1] + b[3]) / 2 for b in boxes])
-    yy, xx = np.mgrid[0:h, 0:w]
-    nearest = np.argmin((xx[..., None] - cx) ** 2 + (yy[..., None] - cy) ** 2, axis=-1)
-    p = np.array([t["p_fake"] for t in tiles], np.float32)[nearest]
-    colour = cv2.applyColorMap(np.uint8(np.clip(p, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]
-    out = (out * (1 - alpha) + colour * alpha).astype(np.uint8)
-    for b, t in zip(boxes, tiles):
-        x0, y0, x1, y1 = (int(round(v)) for v in b)
+    out = display.astype(np.float32)
+    for t in tiles:
+        x0, y0, x1, y1 = (int(round(v)) for v in (t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy))
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
+        out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + np.array(p_colour(t["p_fake"]), np.float32) * alpha
+    out = out.astype(np.uint8)
+    for t in tiles:
+        x0, y0, x1, y1 = (int(round(v)) for v in (t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy))
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
-        cv2.putText(out, f"{t['p_fake']:.2f}", (x0 + 3, y0 + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        side = min(x1 - x0, y1 - y0)
+        if side >= 28:  # room for the number
+            scale = min(1.2, side / 90)
+            text = f"{t['p_fake']:.2f}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            org = ((x0 + x1 - tw) // 2, (y0 + y1 + th) // 2)
+            cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out

@@ -291,3 +291,22 @@ def test_both_class_maps_from_one_pass_equal_two_backward_passes(name):
             # float32 rounding of a batch of 1 against a batch of 2 (GradCAM++ cubes gradients): well
             # under one step of the 8-bit colour map (1/255)
             assert np.allclose(got, want, atol=1e-3), (name, method, float(np.abs(got - want).max()))
+
+
+def test_a_one_pixel_image_says_its_maps_have_nothing_to_show():
+    import io
+
+    from PIL import Image
+
+    from detector.analysis import analyse
+    from detector.predict import AutoPredictor
+    from webapp.render import heatmap_views
+
+    router = AutoPredictor()
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(buf, "PNG")
+    pred, _ = router.pick(buf.getvalue())
+    a = analyse(pred, buf.getvalue(), router.explainer(pred), with_evidence=False)
+    assert "close to" not in a.size_note() and "only 1x1 pixels" in a.size_note()
+    _, first, _, second = heatmap_views(a)
+    assert "nothing to show" in first and "nothing to show" in second

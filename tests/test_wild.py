@@ -221,6 +221,24 @@ def test_tile_boxes_stay_inside_and_respect_the_budget():
     assert len(set(tile_boxes(4000, 3000, 224, 6))) == 6
 
 
+def test_tiles_that_cannot_cover_the_image_cover_its_centre():
+    for w, h in ((1200, 800), (4000, 3000), (3000, 1000)):
+        boxes = tile_boxes(w, h, 224, 4)
+        assert any(x0 <= w // 2 < x1 and y0 <= h // 2 < y1 for x0, y0, x1, y1 in boxes), (w, h, boxes)
+    assert tile_boxes(448, 448, 224, 4) == [(0, 0, 224, 224), (224, 0, 448, 224), (0, 224, 224, 448), (224, 224, 448, 448)]
+
+
+def test_the_tile_overlay_tints_only_the_tiles_in_the_legend_colours():
+    from detector.explain import p_colour, tile_overlay
+
+    grey = np.full((100, 200, 3), 128, np.uint8)
+    out = tile_overlay(grey, [{"box": (0, 0, 50, 50), "p_fake": 1.0}, {"box": (100, 0, 150, 50), "p_fake": 0.0}], (200, 100))
+    assert (out[60:, :] == 128).all() and (out[:, 60:90] == 128).all()  # outside the tiles: untouched
+    red, blue = out[45, 5].astype(int), out[45, 105].astype(int)  # inside each tile, away from outline and number
+    assert red[0] > red[2] + 40 and blue[2] > blue[0] + 40
+    assert p_colour(0.0)[2] > p_colour(0.0)[1] and p_colour(1.0)[0] > p_colour(1.0)[1]  # blue, red: no teal or yellow
+
+
 def test_tile_map_scores_native_resolution_crops():
     class MeanRed:  # P(fake) = the tile's mean red level: shows which pixels each tile saw
         input_size = 224

@@ -98,9 +98,15 @@ def evidence_markdown(a: Analysis) -> str:
 def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
     other = CLASSES[1 - CLASSES.index(a.label)]
     views = []
+    flat = float(a.model_input.reshape(-1, 3).std(0).max()) < 1.0  # one colour (a 1x1 image, a blank frame): no region can differ
     for cls, role in ((a.label, "predicted"), (other, "other")):
         cam = a.heatmaps[cls]
         label = f"{a.method}: regions that push toward '{cls}' ({role} class)"
+        if flat:
+            k = max(1, VIEW // a.model_input.shape[0])
+            views += [np.kron(a.model_input, np.ones((k, k, 1), np.uint8)),
+                      f"{a.method}: nothing to show, the image is one flat colour"]
+            continue
         if a.method in CLASS_AGNOSTIC:
             label = f"{a.method} (class-agnostic: the same map for both classes)"
         elif not cam.any():
