@@ -55,6 +55,15 @@ def UserError(message: str) -> gr.Error:  # noqa: N802 (raised like the exceptio
     return gr.Error(html.escape(message), print_exception=False)
 
 
+class Unreadable(gr.Error):
+    """An uploaded file that is not an image we can read: the API answers with an error, the page puts the
+    reason where the verdict goes (analyse_ui)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(html.escape(message), print_exception=False)
+        self.reason = message
+
+
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "25mb"  # per upload; a batch zip counts as one file
@@ -165,7 +174,7 @@ def _run(image, model: str | None, method: str | None = None, explain: bool = Tr
         pred, explainer, reason = _model(model, path)
         return analyse(pred, path, explainer if explain else None, _method(method), reason=reason)
     except ImageError as e:
-        raise UserError(f"{shown}: {e}") from None
+        raise Unreadable(f"{shown}: {e}") from None
     except ExplainError as e:
         raise UserError(str(e)) from None
     finally:
@@ -178,7 +187,10 @@ def analyse_ui(image, model: str, method: str):
     """The Analyse tab: everything for one image."""
     if image is None:  # the image was cleared
         return [None] * 19
-    a = _run(image, model, method)
+    try:
+        a = _run(image, model, method)
+    except Unreadable as e:  # the reason goes where the verdict would, and every panel stays empty
+        return [f"### Could not read this file\n{md(e.reason)}\n\nAccepted: {md(ACCEPTED)}.", *[None] * 18]
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
     if a.tiles:
         tiles = gr.Image(value=tile_overlay(a.display, a.tiles, a.size),

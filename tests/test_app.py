@@ -143,7 +143,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is text, not a JPEG")
     with pytest.raises(gr.Error, match="notes.jpg: not a recognised image"):
-        app.analyse_ui(uploaded(bad), "cnn", "GradCAM")
+        app.predict(uploaded(bad), "cnn")
+    verdict, *panels = app.analyse_ui(uploaded(bad), "cnn", "GradCAM")  # the page: the reason where the verdict goes
+    assert "Could not read this file" in verdict and "not a recognised image" in verdict and panels == [None] * 18
     with pytest.raises(gr.Error, match="Unknown model"):
         app.predict(uploaded(FAKE_EXAMPLE), "no-such-model")
     with pytest.raises(gr.Error, match="Unknown CAM method"):

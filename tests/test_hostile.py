@@ -7,6 +7,8 @@ past a bad file. A property-based test feeds random bytes to the image loader.
 
 from __future__ import annotations
 
+import html
+
 import io
 import json
 import os
@@ -300,12 +302,15 @@ def test_app_predict_and_analyse_give_a_verdict_or_a_clear_error(hostile, kind, 
     if expect == OK:
         out = app.predict(upload(), model)
         assert 0 <= out["p_fake"] <= 1 and out["model"] == model
-        assert len(app.analyse_ui(upload(), model, "GradCAM")) == 18
+        assert len(app.analyse_ui(upload(), model, "GradCAM")) == 19
     else:
-        for call in (lambda: app.predict(upload(), model), lambda: app.analyse_ui(upload(), model, "GradCAM")):
-            with pytest.raises(gr.Error) as e:
-                call()
-            assert expect.lower() in e.value.message.lower() and path.name in e.value.message
+        with pytest.raises(gr.Error) as e:  # the API answers with an error
+            app.predict(upload(), model)
+        assert expect.lower() in e.value.message.lower() and path.name in e.value.message
+        verdict, *panels = app.analyse_ui(upload(), model, "GradCAM")  # the page shows it where the verdict goes
+        shown = html.unescape(verdict).replace("\\", "")
+        assert "Could not read this file" in verdict and expect.lower() in shown.lower() and path.name in shown
+        assert panels == [None] * 18
 
 
 def test_app_batch_goes_on_past_every_bad_file_and_zip(hostile):
