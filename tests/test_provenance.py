@@ -16,6 +16,8 @@ from PIL import Image
 from bench import artefacts as art
 from detector import provenance as pv
 from detector.preprocess import load_image
+from detector.provenance import c2pa as pv_c2pa
+from detector.provenance import metadata as pv_metadata
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_c2pa_validation_that_takes_too_long_is_not_waited_for(signed, monkeypat
     import threading
 
     release = threading.Event()
-    monkeypatch.setattr(pv, "_c2pa_read", lambda data, trust: release.wait(5))
+    monkeypatch.setattr(pv_c2pa, "_c2pa_read", lambda data, trust: release.wait(5))
     ev = pv.gather(signed, c2pa_timeout=0.05)
     release.set()
     assert any("did not finish within 0.05 s" in n for n in ev.notes)
@@ -267,7 +269,7 @@ def test_a_reader_that_breaks_costs_only_its_own_findings(monkeypatch):
     def broken(img, ev):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pv, "_exif", broken)
+    monkeypatch.setattr(pv_metadata, "_exif", broken)
     ev = pv.gather(art.png_with_text(art.photo_like(64, 64), {"parameters": art.A1111}))
     assert _only(ev, "png-text") and any("EXIF metadata unreadable (RuntimeError: boom)" in n for n in ev.notes)
 
@@ -355,17 +357,17 @@ def test_evidence_that_takes_too_long_is_not_waited_for():
 def test_c2pa_checker_busy_with_hung_files_says_so_and_recovers(signed, ca, monkeypatch):
     import threading
 
-    real, release, hung = pv._c2pa_read, threading.Event(), []
+    real, release, hung = pv_c2pa._c2pa_read, threading.Event(), []
 
     def slow(data, trust):
-        if len(hung) < pv._C2PA_POOL._max_workers:
+        if len(hung) < pv_c2pa._c2pa_pool()._max_workers:
             hung.append(1)
             release.wait(10)
         return real(data, trust)
 
-    monkeypatch.setattr(pv, "_c2pa_read", slow)
+    monkeypatch.setattr(pv_c2pa, "_c2pa_read", slow)
     try:
-        for _ in range(pv._C2PA_POOL._max_workers):  # every checker hangs on a file
+        for _ in range(pv_c2pa._c2pa_pool()._max_workers):  # every checker hangs on a file
             assert any("did not finish" in n for n in pv.gather(signed, c2pa_timeout=0.05).notes)
         assert any("checker is still busy" in n for n in pv.gather(signed, c2pa_timeout=0.05).notes)
     finally:
