@@ -20,19 +20,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = Path(os.environ.get("DETECTOR_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
 HUB_REPO_ENV = "DETECTOR_HUB_REPO"  # e.g. "our-org/fakespot": fetch checkpoints from the Hugging Face Hub
 HUB_REVISION_ENV = "DETECTOR_HUB_REVISION"  # the commit of that repository to use (pinned); default "main"
-
-
-def _track_defaults() -> tuple[str, str]:
-    """(CIFAKE_MODEL, WILD_MODEL): the track defaults belong to ``detector.predict``, which imports this module,
-    so they are read from it when a function runs."""
-    from .predict import CIFAKE_MODEL, WILD_MODEL
-
-    return CIFAKE_MODEL, WILD_MODEL
+CIFAKE_MODEL = "fakespot"  # the CIFAKE track's default: 32x32 images
+WILD_MODEL = "wild"  # the wild track's default: photos and renders at their own size
 
 
 def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
     """Names of the detectors in ``directory``, the track defaults first (backbones are not detectors)."""
-    CIFAKE_MODEL, WILD_MODEL = _track_defaults()
     names = [p.stem for p in sorted(Path(directory).glob("*.json"))
              if p.with_suffix(".safetensors").exists() and not is_backbone(p)]
     return sorted(names, key=lambda n: (n not in (WILD_MODEL, CIFAKE_MODEL), n != WILD_MODEL, n))
@@ -88,7 +81,7 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, notes: list[str
     A failed Hub download, or a snapshot without the model, falls back to the local checkpoint; the
     reason is logged and, when ``notes`` is given, appended to it (the app shows it).
     """
-    name = str(name_or_path or _track_defaults()[0])
+    name = str(name_or_path or CIFAKE_MODEL)
     wpath, rpath = resolve(name)
     if rpath.exists() or wpath.exists() or os.sep in name or name.endswith((".json", ".safetensors")):
         return rpath.with_suffix("")

@@ -14,8 +14,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .engine import predict_logits, sigmoid
-from .hub import (CHECKPOINT_DIR, HUB_REPO_ENV, HUB_REVISION_ENV, checkpoint_dir,  # noqa: F401 (re-exported)
-                  hub_settings, hub_snapshot, is_backbone, resolve_model, shipped_models)
+from .hub import (CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,  # noqa: F401 (re-exported)
+                  checkpoint_dir, hub_settings, hub_snapshot, is_backbone, resolve_model, shipped_models)
 from .preprocess import CLASSES, ImageError, ImageSource, load_image, load_rgb, open_image, orientation, to_batch
 from .residual import ResidualNet, image_logit
 
@@ -23,8 +23,6 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"  # pick the track by the input (see choose_track)
 DEFAULT_MODEL = AUTO
-CIFAKE_MODEL = "fakespot"  # the CIFAKE track's default: 32x32 images
-WILD_MODEL = "wild"  # the wild track's default: photos and renders at their own size
 CIFAKE_MAX_SIDE = 64  # images at most this large on their longest side go to the CIFAKE track
 UNCERTAIN_BAND = 0.15  # P(fake) within this of the threshold is "uncertain", unless the record names its own band
 # A "real" verdict is worded as a finding only when the model caught at least this share of the AI images in
