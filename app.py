@@ -27,7 +27,7 @@ from gradio import utils as gr_utils  # noqa: E402
 import numpy as np  # noqa: E402
 
 import detector  # noqa: E402
-from detector.analysis import Analysis, analyse, batch_rows
+from detector.analysis import TILES, Analysis, analyse, batch_rows
 from detector.checkpoint import CheckpointError
 from detector.data import UnpackBudget, count_images
 from detector.explain import CAM_METHODS, ExplainError, outline, overlay, tile_overlay
@@ -299,57 +299,76 @@ def batch_ui(files, model: str, progress=gr.Progress()):
             gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad), wrap=True))
 
 
+def _cell(m: dict, key: str, fmt: str) -> str:
+    v = m.get(key)
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+
+
 def model_tab(name: str):
-    """The Models tab for one model: its measured figures and plots, from its checkpoint record."""
+    """The Models tab for one model: its measured figures and plots, from its checkpoint record. ``auto``
+    explains the routing and shows the model that judges most uploads (the wild track's)."""
+    intro = ""
     if name == AUTO:
-        return (f"**auto** picks the model by the image: images at most {CIFAKE_MAX_SIDE} px a side (CIFAKE-sized) go to "
-                f"`{CIFAKE_MODEL}`, everything larger to `{WILD_MODEL}`. Choose a model to see its figures."), None
+        intro = (f"**auto** picks the model by the image: images at most {CIFAKE_MAX_SIDE} px a side (CIFAKE-sized) go "
+                 f"to `{CIFAKE_MODEL}`, everything larger to `{WILD_MODEL}`, whose figures follow.\n\n")
+        if WILD_MODEL not in shipped_models():
+            return intro, None
+        name = WILD_MODEL
     pred = _model(name)[0]
     rec = pred.record
     metrics = rec.get("metrics", {})
-    rows = ["| split | images | accuracy | precision | recall | F1 | ROC-AUC | AP | real acc. | fake acc. |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
     wild = rec.get("track") == "wild"
-    splits = ((("test", "wild test (sources never seen in training)"),
-               ("test_format_controlled", "wild test, format-controlled (512 px, JPEG q90)"))
-              if wild else (("test", "CIFAKE test (official)"), ("test_dedup", "CIFAKE test (deduplicated)"),
-                            ("validation", "validation (carved from train)")))
+    rows = ["| evaluated on | images | accuracy | precision | recall | F1 | ROC-AUC | AP | real called real | fakes caught |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    if wild and "cv" in metrics:
+        splits = (("test", "every group, out of fold (leave-one-group-out)"),)
+    elif wild:
+        splits = (("test", "wild test (sources never seen in training)"),
+                  ("test_format_controlled", "wild test, format-controlled (512 px, JPEG q90)"))
+    else:
+        splits = (("test", "CIFAKE test (official)"), ("test_dedup", "CIFAKE test (deduplicated)"),
+                  ("validation", "validation (carved from train)"))
     for key, label in splits:
         m = metrics.get(key)
         if m:
-            rows.append(f"| {label} | {m.get('n', '')} | {m['accuracy']:.2%} | {m.get('precision', float('nan')):.4f} | "
-                        f"{m.get('recall', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
-                        f"{m.get('roc_auc', float('nan')):.4f} | {m.get('average_precision', float('nan')):.4f} | "
-                        f"{m.get('real_accuracy', float('nan')):.2%} | {m.get('fake_accuracy', float('nan')):.2%} |")
-    minutes = rec.get("train_seconds")
+            rows.append(f"| {label} | {m.get('n', '')} | {_cell(m, 'accuracy', '.2%')} | {_cell(m, 'precision', '.4f')} | "
+                        f"{_cell(m, 'recall', '.4f')} | {_cell(m, 'f1', '.4f')} | {_cell(m, 'roc_auc', '.4f')} | "
+                        f"{_cell(m, 'average_precision', '.4f')} | {_cell(m, 'real_accuracy', '.2%')} | "
+                        f"{_cell(m, 'fake_accuracy', '.2%')} |")
+    seconds = rec.get("train_seconds")
     info = (f"**`{pred.name}`** ({rec['arch']}, {rec.get('parameters', '?'):,} parameters"
-            + (f", trained {minutes / 60:.0f} min on a 2-core CPU" if minutes else "") +
+            + (f", trained {seconds / 60:.0f} min on a 2-core CPU" if seconds else "") +
             f"); threshold {pred.threshold:.2f}, temperature {pred.temperature:.2f}.")
-    test = metrics.get("test")
     if wild:
         info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec['backbone']['name']}`); head: "
-                 f"{rec['arch_kwargs']['head']['kind']} on {rec['arch_kwargs']['head']['layers'] or 'the embedding only'}. "
-                 "Per-source, per-generator and peer figures: README, *Wild track*.")
-    plot = (figure_to_array(model_report(test, f"{pred.name} on the CIFAKE test split"))
-            if test and "confusion_matrix" in test else None)
-    return info + "\n\n" + "\n".join(rows), plot
+                 f"{rec['arch_kwargs']['head']['kind']} on {rec['arch_kwargs']['head']['layers'] or 'the embedding only'}"
+                 + (f"; fused with `{rec['fusion']['residual']}`, a small network on native-resolution noise "
+                    "residuals" if rec.get("fusion") else "") + ". Peers and more figures: README, *Wild track*.")
+    table = "\n".join(rows)
+    cv = metrics.get("cv")
+    if cv:
+        table += ("\n\n**Each group held out in turn** (the model never saw its sources): ROC-AUC within the group, or "
+                  "against the other class of every other group when it holds one class; at the threshold, the share "
+                  "of its real photos called real and of its fakes caught.\n\n"
+                  "| held-out group | real | fake | ROC-AUC | real called real | fakes caught |\n|---|---|---|---|---|---|\n"
+                  + "\n".join(f"| {g} | {r['n_real']} | {r['n_fake']} | {r['auc']:.3f} | {_cell(r, 'real_called_real', '.1%')} | "
+                              f"{_cell(r, 'fakes_caught', '.1%')} |" for g, r in cv["groups"].items()))
+    test = metrics.get("test")
+    title = (f"{pred.name}: every group out of fold (leave-one-group-out)" if cv else
+             f"{pred.name} on the {'wild' if wild else 'CIFAKE'} test split")
+    plot = figure_to_array(model_report(test, title)) if test and "confusion_matrix" in test else None
+    return intro + info + "\n\n" + table, plot
 
 
-GUIDE = """
+GUIDE_TEMPLATE = """
 ### How to read the results
 
 **Two tracks, one number.** Every model answers with P(fake), its probability that the image was made by
 an AI generator. With the model set to **auto** (the default) the image's size picks the model, and the
 verdict says which one judged and why:
 
-- **wild** (anything larger than 64 px a side): OpenAI's CLIP ViT-B/16, frozen, with a small head trained
-  on 6,820 real-world photographs and AI images from 23 public sources (Stable Diffusion 1.x/2.x/XL,
-  GPT-4o, Nano Banana, Midjourney, DALL-E, GANs, artwork and more). It judges the centre square of your
-  image resized to 224x224, as CLIP was trained. On 7 sources it never saw (README, *Wild track*) it
-  called 96% of real photos real but caught only about 1 AI image in 6 (ROC-AUC 0.74): photoreal
-  renders, GAN faces and GPT-4o photos most often pass as real. So a *fake* verdict is a strong hint;
-  a *real* verdict means only that it found no sign of generation.
-- **CIFAKE** (`fakespot`, `cnn`, `resnet50`; images at most 64 px a side): trained from scratch on CIFAKE,
+{wild}
+- **CIFAKE** (`fakespot`, `cnn`, `resnet50`; images at most {cifake_side} px a side): trained from scratch on CIFAKE,
   32x32 CIFAR-10 photos against Stable Diffusion 1.4. About 98% right on CIFAKE-style thumbnails, and at
   chance on full-size photos: choose one by hand only to study it.
 
@@ -371,11 +390,11 @@ the model's score toward a class: red is strong, blue is none. For the wild mode
 ViT's 14x14 grid of 16-pixel patches of the 224x224 input; for the CIFAKE models on 2x2 to 4x4 feature
 grids smoothed to 32x32. Methods can disagree; a map shows what the model used, not where an artefact
 truly is. The *background share* is how much of a map's energy falls outside the main object (found
-automatically with GrabCut, outlined in yellow); compare it with the background's share of the image,
+automatically with GrabCut, outlined in cyan); compare it with the background's share of the image,
 which is what an evenly spread map would score.
 
-**The tile map** (wild track, images at least 448 px on their longest side) cuts up to four 224x224 tiles
-from your image at its own resolution and judges each: fine generator texture that resizing would blur
+**The tile map** (wild track, images at least {tile_min} px on their longer side and {tile} px on the shorter) cuts up to {tiles} {tile}x{tile}
+tiles from your image at its own resolution, around its centre when they cannot cover it all, and judges each: fine generator texture that resizing would blur
 away is still there. A tile that disagrees with the whole image is worth a closer look; a tile also sees
 less context than the whole, so it errs more often.
 
@@ -385,129 +404,24 @@ read the values, not the leaning. Resizing, blurring and JPEG compression move a
 """
 
 
-def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="fakespot: real or AI-generated?", delete_cache=(UPLOAD_SWEEP_S, UPLOAD_TTL_S)) as demo:
-        gr.Markdown("# fakespot: real photograph or AI-generated?\nDrop in an image to get the probability "
-                    "that it was generated by AI, a heatmap of the regions that drove the decision, a tile map of "
-                    "where it looks generated, and its sharpness and noise. Photos and renders are judged by the "
-                    "wild track (CLIP ViT-B/16 trained on real-world images); 32x32 thumbnails by the CIFAKE track. "
-                    "Content Credentials (C2PA), metadata, generation parameters and invisible watermarks are "
-                    "shown beside the verdict as evidence. A verdict is evidence, not proof: see *How to read this*.")
-        for note in NOTES:
-            gr.Markdown(f"> **Note:** {note}")
-        with gr.Tab("Analyse"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    image = gr.Image(type="filepath", image_mode=None, label="image (drop, paste or upload)",
-                                     sources=["upload", "clipboard"], height=280, elem_id="upload")
-                    model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
-                    method = gr.Dropdown(list(CAM_METHODS), value="GradCAM", label="explanation method",
-                                         info="ScoreCAM runs one forward pass per feature channel: offered only "
-                                              "where that takes seconds (not on resnet50 or wild)")
-                    button = gr.Button("Analyse", variant="primary")
-                    examples = sorted((p for p in EXAMPLES.glob("*.jpg")), key=lambda p: (not p.name.startswith("wild_"), p.name))
-                    gr.Examples([[str(p)] for p in examples if p.is_file()], inputs=[image],
-                                label="examples: photos and AI renders at full size (wild_*), a full-size photo, and CIFAKE "
-                                      "32x32 test images (real_*, fake_*); sources in assets/examples/SOURCES.md")
-                with gr.Column(scale=3):
-                    verdict = gr.Markdown("Drop an image to start.", elem_id="verdict")
-                    probs = gr.HTML(elem_id="pmeter")  # the same verdict, drawn on the P(fake) scale
-                    evidence = gr.Markdown(elem_id="evidence")
-                    with gr.Row():
-                        seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png")
-                        original = gr.Image(label="your image", height=VIEW, interactive=False)
-                    size_note = gr.Markdown()
-            with gr.Row():
-                heat_pred = gr.Image(label="heatmap: predicted class", height=VIEW, interactive=False, format="png",
-                                     elem_id="heatmap")
-                heat_other = gr.Image(label="heatmap: other class", height=VIEW, interactive=False, format="png")
-                objmask = gr.Image(label="object found (GrabCut), the rest is background", height=VIEW,
-                                   interactive=False, format="png")
-            with gr.Row():
-                tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png")
-                noisemap = gr.Image(label="noise map (wild track)", height=VIEW + 64, interactive=False, format="png")
-                with gr.Column():
-                    background = gr.Markdown()
-                    tile_note = gr.Markdown()
-            stats_head = gr.Markdown("### Blur, sharpness and noise against CIFAKE's real and fake training images")
-            stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True)
-            with gr.Row():
-                hist = gr.Image(label="distributions (blue real, red fake) and this image", interactive=False,
-                                format="png", scale=4)
-                spectrum = gr.Image(label="log spectrum (centre = low frequencies)", interactive=False,
-                                    format="png", scale=1)
-            jpeg = gr.Markdown()
-            with gr.Accordion("JSON (what /predict and /explain return)", open=False):
-                raw = gr.JSON()
-            outputs = [verdict, evidence, probs, seen, original, size_note, heat_pred, heat_other, objmask, tilemap, noisemap,
-                       background, tile_note, stats_head, stats, hist, spectrum, jpeg, raw]
-            gr.on([image.change, model.change, method.change, button.click], analyse_ui, [image, model, method],
-                  outputs, api_name="analyse", api_visibility="undocumented", preprocess=False, concurrency_id="model")
-
-        with gr.Tab("Batch"):
-            gr.Markdown("Many images at once, or zips of images (folders inside zips are searched). Files that "
-                        "cannot be read are listed with the reason; the rest are analysed.")
-            with gr.Row():
-                files = gr.File(file_count="multiple", label="images or zips", height=160)
-                with gr.Column():
-                    batch_model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
-                    batch_button = gr.Button("Analyse all", variant="primary")
-            batch_summary = gr.Markdown()
-            batch_table = gr.Dataframe(label="results (click a column header to sort)", interactive=False)
-            downloads = gr.File(label="downloads: CSV and JSON", file_count="multiple", interactive=False)
-            batch_errors = gr.Dataframe(label="files that could not be read", headers=["file", "reason"],
-                                        interactive=False)
-            # Undocumented: callable, but not an MCP tool (its file list and progress do not fit a tool's schema).
-            batch_button.click(batch_ui, [files, batch_model], [batch_summary, batch_table, downloads, batch_errors],
-                               api_name="batch", api_visibility="undocumented", concurrency_limit=1)
-
-        with gr.Tab("Models"):
-            chosen = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
-            first = model_tab(DEFAULT) if DEFAULT else ("", None)
-            model_info = gr.Markdown(first[0])
-            model_plot = gr.Image(value=first[1], label="test-split evaluation", interactive=False, format="png")
-            chosen.change(model_tab, chosen, [model_info, model_plot], api_visibility="private")
-
-        with gr.Tab("How to read this"):
-            gr.Markdown(GUIDE)
-
-        # API-only endpoints (gradio_client): hidden inputs and outputs, documented on the API page.
-        with gr.Row(visible=False):
-            api_image = gr.Image(type="filepath", image_mode=None)
-            api_model = gr.Dropdown(CHOICES, value=DEFAULT)
-            api_method = gr.Dropdown(list(CAM_METHODS), value="GradCAM")
-            api_target = gr.Dropdown(["predicted", *CLASSES], value="predicted")
-            api_json, api_heat, api_heat_json = gr.JSON(), gr.Image(format="png"), gr.JSON()
-            api_predict, api_explain = gr.Button(), gr.Button()
-        # One concurrency group for every request that runs a model: at most CONCURRENCY at once in all.
-        api_predict.click(predict, [api_image, api_model], api_json, api_name="predict", preprocess=False,
-                          concurrency_id="model")
-        api_explain.click(explain, [api_image, api_model, api_method, api_target], [api_heat, api_heat_json],
-                          api_name="explain", preprocess=False, concurrency_id="model")
-    return demo
-
-
-demo = build_demo()
-
-
-def mcp_enabled() -> bool:
-    """Serve the API as an MCP server too (tools ``predict`` and ``explain`` at /gradio_api/mcp/sse) when the
-    ``gradio[mcp]`` extra is installed, unless GRADIO_MCP_SERVER=False."""
-    if os.environ.get("GRADIO_MCP_SERVER", "").lower() in ("false", "0", "no"):
-        return False
-    try:
-        import mcp  # noqa: F401  (the extra's package)
-    except ImportError:
-        return False
-    return True
-
-
-def launch(**kwargs):
-    """Queue and launch with the app's limits (tests pass prevent_thread_lock=True and a port)."""
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    kwargs = {"max_file_size": MAX_FILE_SIZE, "show_error": True, "mcp_server": mcp_enabled(), **kwargs}
-    return demo.launch(**kwargs)
-
-
-if __name__ == "__main__":
-    launch()
+def guide(records: dict[str, dict]) -> str:
+    """The guide, with every figure read from the shipped records (so it cannot drift from the models)."""
+    rec = records.get(WILD_MODEL)
+    if rec is None:
+        wild = f"- **wild** (anything larger than {CIFAKE_MAX_SIDE} px a side): not loaded here."
+    else:
+        data = rec.get("data", {}).get("train", {})
+        test = rec.get("metrics", {}).get("test", {})
+        fused = " and a small network on the noise of native-resolution crops" if rec.get("fusion") else ""
+        how = ("with each group of sources held out in turn" if "cv" in rec.get("metrics", {})
+               else "on sources it never saw")
+        wild = (f"- **wild** (anything larger than {CIFAKE_MAX_SIDE} px a side): OpenAI's CLIP ViT-B/16, frozen, with a "
+                f"small head{fused}, trained on {data.get('real', 0) + data.get('fake', 0):,} real-world photographs and AI "
+                f"images from {len(data.get('sources', []))} public sources. It judges the centre square of your image "
+                f"resized to {rec['input_size']}x{rec['input_size']}. Measured {how} (README, *Wild track*), at its "
+                f"threshold it called {test.get('real_accuracy', float('nan')):.0%} of real photos real and caught "
+                f"{test.get('fake_accuracy', float('nan')):.0%} of AI images (ROC-AUC {test.get('roc_auc', float('nan')):.2f}): "
+                "photoreal renders and faces most often pass as real. So a *fake* verdict is a strong hint; a *real* "
+                "verdict means only that it found no sign of generation.")
+    size = records.get(WILD_MODEL, {}).get("input_size", 224)
+    return GUIDE_TEMPLATE.format(wild=wild, cifake_side=CIFAKE_MAX_SIDE, tile=size, tile_min=2 * size, tiles=TILES)

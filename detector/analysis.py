@@ -282,7 +282,27 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 return printable(nice + path[len(real):])
         return printable(path)
 
-    done, rows, errors = 0, [], []
+    done = 0
+
+    def items() -> Iterator[tuple[str, bytes | None, str | None]]:
+        nonlocal done
+        for path, data, err in iter_sources(list(paths), budget):
+            name = shown(path)
+            done += 1
+            if name not in skip:
+                yield name, data, err
+
+    chunks = judge_items(predictor, items(), chunk, with_evidence, with_stats, workers)
+    for rows, errors in chunks:
+        yield rows, errors, done
+
+
+def judge_items(predictor: Predictor | AutoPredictor, items: Iterable[tuple[str, bytes | None, str | None]],
+                chunk: int = 256, with_evidence: bool = True, with_stats: bool = True, workers: int = 0
+                ) -> Iterator[tuple[list[dict], list[dict]]]:
+    """The core of ``batch_rows`` on ``(name, data, error)`` items already read (a Ray actor's batch, or
+    ``iter_sources``' files): ``(rows, errors)`` per chunk of at most ``chunk`` images."""
+    rows, errors = [], []
     pending: dict[str, tuple[Predictor, list, list]] = {}  # model name -> (predictor, [row so far], arrays)
     models = {}
 
@@ -298,16 +318,8 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 rows.append(row)
         pending.clear()
 
-    def items() -> Iterator[tuple[str, bytes | None, str | None]]:
-        nonlocal done
-        for path, data, err in iter_sources(list(paths), budget):
-            name = shown(path)
-            done += 1
-            if name not in skip:
-                yield name, data, err
-
     def serial() -> Iterator[tuple[str, str | None, dict | None, np.ndarray | None]]:
-        for name, data, err in items():
+        for name, data, err in items:
             if err is None:
                 try:
                     pred, row, array = _prepare(predictor, name, data, with_evidence)
@@ -324,7 +336,7 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
         _WORKER.update(predictor=predictor, with_evidence=with_evidence)
         models.update(predictor.predictors if isinstance(predictor, AutoPredictor) else {predictor.name: predictor})
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
-        results = _pooled(pool, items(), window=workers * 32)
+        results = _pooled(pool, iter(items), window=workers * 32)
     else:
         results = serial()
     try:
@@ -338,10 +350,10 @@ def batch_rows(predictor: Predictor | AutoPredictor, paths: Iterable[str | os.Pa
                 group[2].append(array)
             if sum(len(g[2]) for g in pending.values()) >= chunk or len(errors) >= chunk:
                 flush()
-                yield rows, errors, done
+                yield rows, errors
                 rows, errors = [], []
         flush()
-        yield rows, errors, done
+        yield rows, errors
     finally:
         if workers > 0:
             pool.terminate()

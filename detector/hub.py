@@ -31,10 +31,14 @@ def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
     return sorted(names, key=lambda n: (n not in (WILD_MODEL, CIFAKE_MODEL), n != WILD_MODEL, n))
 
 
+PARTS = ("backbone", "signal")  # record kinds that are part of a detector, not one (features, a fused second signal)
+
+
 def is_backbone(record_path: str | os.PathLike) -> bool:
-    """Whether a record describes a backbone (features for a head, no P(fake) of its own)."""
+    """Whether a record describes a part of another model (a backbone or a fused signal: no P(fake) of its own
+    for an image), so it is not offered as a detector."""
     try:
-        return json.loads(Path(record_path).read_text(encoding="utf-8")).get("kind") == "backbone"
+        return json.loads(Path(record_path).read_text(encoding="utf-8")).get("kind") in PARTS
     except (OSError, ValueError):
         return False  # a damaged record is listed; loading it gives the reason
 

@@ -180,6 +180,9 @@ def test_models_tab_reads_the_records():
     info, plot = app.model_tab("fakespot")
     assert "CIFAKE test (official)" in info and "deduplicated" in info
     assert plot.ndim == 3 and plot.shape[2] == 3
+    for name in ("wild", "auto"):  # the model that judges most uploads has its figures, and auto shows them
+        info, plot = app.model_tab(name)
+        assert "nan" not in info and "`wild`" in info and plot is not None and plot.ndim == 3, name
 
 
 # --- the running app, through gradio_client -------------------------------------------------------
@@ -416,3 +419,13 @@ def test_cli_predict_batch_and_mcp_give_one_verdict_model_and_reason(server, cli
     for name, other in (("cli", cli), ("batch", batch), ("mcp", mcp)):
         assert {k: other[k] for k in keys} == {k: api[k] for k in keys}, name
         assert other["p_fake"] == pytest.approx(api["p_fake"], abs=1e-4), name
+
+
+def test_the_guide_quotes_the_shipped_records():
+    records = {n: p.record for n, p in app.ROUTER.predictors.items()}
+    text = app.guide(records)
+    wild = records["wild"]
+    n = wild["data"]["train"]["real"] + wild["data"]["train"]["fake"]
+    assert f"trained on {n:,} real-world" in text and f"from {len(wild['data']['train']['sources'])} public sources" in text
+    assert f"ROC-AUC {wild['metrics']['test']['roc_auc']:.2f}" in text and "outlined in cyan" in text
+    assert f"at least {2 * wild['input_size']} px on their longer side" in text and "{" not in text

@@ -7,8 +7,8 @@
 Each epoch draws ``--samples-per-epoch`` training crops (one of an image's cached crops, flipped at
 random), images sampled in proportion to train.wild_cv.sample_weights (so no source or class
 dominates). An image's score is the mean logit of its GRID x GRID inference crops. Every epoch's state is
-saved (atomically) beside the output, so a killed run resumes at its last finished epoch; ``--cv`` also
-skips folds already done.
+saved (atomically) under ``$FAKESPOT_CACHE`` (never in the work tree), so a killed run resumes at its last
+finished epoch; ``--cv`` also skips folds already done.
 """
 
 from __future__ import annotations
@@ -144,9 +144,9 @@ def main(args: argparse.Namespace) -> None:
         cross_validate(items, tr, ev, args)
         return
     y, w = np.array([it.label for it in items]), sample_weights(items)
-    net = fit(tr, y, w, args, Path(args.out + ".state.pt"))
+    net = fit(tr, y, w, args, CV_DIR.parent / "train_state" / f"{Path(args.out).name}.state.pt")  # outside the work tree
     record = new_record("residual", {"width": args.width}, input_size=CROP, mean=[0.0] * 3, std=[1.0] * 3,
-                        name=Path(args.out).name, track="wild",
+                        name=Path(args.out).name, track="wild", kind="signal",
                         description="Small CNN on up-sampling (NPR) residuals of native-resolution crops",
                         crops={"crop": CROP, "grid": GRID, "jpeg_quality": QUALITY},
                         train_args=vars(args), data={"images": len(items), "fake": int(y.sum()),

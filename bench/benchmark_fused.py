@@ -1,0 +1,69 @@
+"""Cost of the wild track's prediction on a 12-megapixel photo, signal by signal (2 CPU cores).
+
+    python -m bench.benchmark_fused [--runs 7] [--threads 2]
+
+Makes a 4000x3000 JPEG (q90) from an example photo, then prints the median of ``--runs`` timings of:
+the CLIP input (reduced-scale JPEG decode and resize), the CLIP forward pass, the residual signal (full
+decode and the crops through the residual network), the whole ``Predictor.predict`` and the whole
+``analysis.analyse`` with Grad-CAM and the tile map (what the Analyse tab computes). Targets (issue 19):
+fused predict <= 400 ms, Analyse <= 1.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+
+def median_ms(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="wild")
+    p.add_argument("--photo", default="assets/examples/wild_real_iphone6.jpg")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from detector.analysis import analyse
+    from detector.predict import AutoPredictor, load
+    from detector.preprocess import load_image, load_rgb
+    from detector.residual import image_logit
+
+    pred = load(args.model)
+    big = Path(tempfile.mkdtemp()) / "12mp.jpg"
+    Image.open(args.photo).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(big, quality=90)
+    arr = load_image(big, pred.input_size)
+    rows = [("CLIP input (reduced decode + resize)", median_ms(lambda: load_image(big, pred.input_size), args.runs)),
+            ("CLIP forward pass", median_ms(lambda: pred.logits(arr[None]), args.runs))]
+    if pred.residual is not None:
+        rows.append(("residual: full decode", median_ms(lambda: load_rgb(big), args.runs)))
+        img = load_rgb(big)
+        rows.append(("residual: crops + network", median_ms(lambda: image_logit(pred.residual, img), args.runs)))
+    rows.append(("Predictor.predict, all of it" + (" (fused)" if pred.residual is not None else " (CLIP alone)"),
+                 median_ms(lambda: pred.predict(big), args.runs)))
+    router = AutoPredictor(loaded={pred.name: pred})
+    explainer = router.explainer(pred)
+    rows.append(("analyse (Grad-CAM, tiles, statistics, evidence)",
+                 median_ms(lambda: analyse(pred, str(big), explainer), max(3, args.runs // 2))))
+    print(f"{args.model} on a 4000x3000 JPEG, {args.threads} threads, median of {args.runs}:")
+    for name, ms in rows:
+        print(f"  {name:52s} {ms:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
