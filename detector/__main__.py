@@ -34,6 +34,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="decoder processes (default: one fewer than the cores; 0 decodes in this process)")
     sc.add_argument("--chunk", type=int, default=64, help="images per model batch and per Parquet part")
     sc.add_argument("--no-evidence", action="store_true", help="skip the provenance evidence")
+    sc.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on a Ray cluster (an address such as ray://head:10001 or auto; none: start a local Ray); "
+                         "needs requirements-scale.txt")
+    sc.add_argument("--actors", type=int, default=2, help="with --ray: model actors (each loads the model once)")
     sub.add_parser("models", help="list the shipped models")
     return p
 
@@ -42,9 +46,14 @@ def scan_command(args: argparse.Namespace) -> int:
     from .scan import scan
 
     try:
-        predictor = load(args.model)
-        summary = scan(predictor, args.sources, args.out, workers=args.workers, chunk=args.chunk,
-                       with_evidence=not args.no_evidence)
+        if args.ray is not None:
+            from .scan import scan_ray
+
+            summary = scan_ray(args.model, args.sources, args.out, address=args.ray or None, actors=args.actors,
+                               with_evidence=not args.no_evidence)
+        else:
+            summary = scan(load(args.model), args.sources, args.out, workers=args.workers, chunk=args.chunk,
+                           with_evidence=not args.no_evidence)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -136,7 +136,7 @@ def iter_sources(paths: list[str | os.PathLike], budget: UnpackBudget | None = N
         p = Path(src)
         if p.is_dir():
             found = False
-            for f in _folder_images(p):
+            for f in folder_images(p):
                 found = True
                 yield _read_file(f)
             if not found:
@@ -158,7 +158,7 @@ def count_images(paths: list[str | os.PathLike]) -> int:
     for src in paths:
         p = Path(src)
         if p.is_dir():
-            n += sum(1 for _ in _folder_images(p))
+            n += sum(1 for _ in folder_images(p))
         elif p.is_file() and not is_image_name(p.name) and zipfile.is_zipfile(p):
             try:
                 with _open_zip(p) as zf:
@@ -170,7 +170,7 @@ def count_images(paths: list[str | os.PathLike]) -> int:
     return n
 
 
-def _folder_images(folder: Path) -> Iterator[Path]:
+def folder_images(folder: Path) -> Iterator[Path]:
     """Image files under ``folder``, recursively and sorted; hidden files are skipped."""
     return (f for f in sorted(folder.rglob("*")) if f.is_file() and is_image_name(f.name) and not f.name.startswith("."))
 

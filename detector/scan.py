@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .analysis import batch_rows
-from .data import UnpackBudget, count_images
+from .analysis import batch_rows, judge_items
+from .data import UnpackBudget, count_images, folder_images, iter_sources, printable
 from .predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, Predictor
 
 SCHEMA = pa.schema([
@@ -112,10 +112,80 @@ def scan(predictor: Predictor | AutoPredictor, sources: list[str], out: str | os
                 new += len(part)
             bar.update(done - seen)
             seen = done
-    table = finish(out)
-    seconds = time.perf_counter() - t0
-    summary = {"images": table.num_rows, "new": new, "skipped": len(skip), "seconds": round(seconds, 1),
-               "images_per_second": round(new / seconds, 2) if seconds else None,
-               "verdicts": dict(Counter(v or "error" for v in table.column("verdict").to_pylist())),
-               "models": dict(Counter(m or "-" for m in table.column("model").to_pylist()))}
-    return summary
+    return summarise(finish(out), new, len(skip), time.perf_counter() - t0)
+
+
+def summarise(table: pa.Table, new: int, skipped: int, seconds: float) -> dict:
+    """Counts per verdict and per model over the whole file, and this run's speed."""
+    return {"images": table.num_rows, "new": new, "skipped": skipped, "seconds": round(seconds, 1),
+            "images_per_second": round(new / seconds, 2) if seconds else None,
+            "verdicts": dict(Counter(v or "error" for v in table.column("verdict").to_pylist())),
+            "models": dict(Counter(m or "-" for m in table.column("model").to_pylist()))}
+
+
+def ray_items(sources: list[str], skip: set[str]) -> list[str]:
+    """What the Ray scan hands out: one entry per image file (folders expanded here, files already in ``skip``
+    dropped), and each zip, missing path or empty folder whole (the actor reads it with ``iter_sources``)."""
+    out = []
+    for src in expand(sources):
+        p = Path(src)
+        if p.is_dir():
+            files = [str(f) for f in folder_images(p)]
+            out += [f for f in files if f not in skip] if files else [src]
+        elif src not in skip:
+            out.append(src)
+    return out
+
+
+class RayScorer:
+    """A Ray actor: the model loaded once, then each batch of sources judged by ``analysis.judge_items``."""
+
+    def __init__(self, model: str | None, with_evidence: bool, skip: frozenset[str]) -> None:
+        import torch
+
+        from .predict import load
+
+        torch.set_num_threads(1)
+        self.predictor, self.with_evidence, self.skip = load(model), with_evidence, skip
+
+    def __call__(self, batch: dict) -> pa.Table:
+        def items():
+            for src in batch["source"]:
+                for name, data, err in iter_sources([str(src)], UnpackBudget()):
+                    if printable(name) not in self.skip:
+                        yield printable(name), data, err
+
+        rows = [to_row(r) for chunk_rows, errors in judge_items(self.predictor, items(), 64, self.with_evidence,
+                                                                with_stats=False) for r in chunk_rows + errors]
+        return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def scan_ray(model: str | None, sources: list[str], out: str | os.PathLike, address: str | None = None,
+             actors: int = 2, batch_size: int = 16, with_evidence: bool = True) -> dict:
+    """The same scan on a Ray cluster (``address``; None starts a local Ray): sources handed out by Ray Data,
+    ``map_batches`` over an actor pool that loads the model once per actor, Parquet shards written by Ray,
+    then merged into ``out`` with what it already held (a rerun skips those paths)."""
+    import ray
+
+    out = Path(out)
+    skip = done_paths(out)
+    todo = ray_items(sources, skip)
+    t0 = time.perf_counter()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 **({} if address else {"num_cpus": max(actors, 1)}))
+    shards = out.with_name(out.name + ".ray")
+    shutil.rmtree(shards, ignore_errors=True)
+    if todo:
+        ds = ray.data.from_items([{"source": s} for s in todo])
+        ds = ds.map_batches(RayScorer, fn_constructor_kwargs={"model": model, "with_evidence": with_evidence,
+                                                              "skip": frozenset(skip)},
+                            batch_size=batch_size, concurrency=actors, num_cpus=1, batch_format="numpy")
+        ds.write_parquet(str(shards))
+    parts = parts_dir(out)
+    parts.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(sorted(shards.glob("*.parquet")) if shards.is_dir() else []):
+        os.replace(f, parts / f"part-ray-{i:06d}.parquet")
+    shutil.rmtree(shards, ignore_errors=True)
+    new = sum(pq.read_metadata(f).num_rows for f in parts.glob("part-ray-*.parquet"))
+    return summarise(finish(out), new, len(skip), time.perf_counter() - t0)

@@ -107,3 +107,24 @@ def test_a_scan_killed_partway_and_rerun_has_every_image_once(mixed, tmp_path):
     whole = tmp_path / "whole.parquet"
     scan(load("cnn"), sources, whole, workers=0, chunk=7, with_evidence=False, progress=False)
     assert read(out) == read(whole)  # the resumed file holds exactly what one uninterrupted scan gives
+
+
+def test_a_ray_scan_gives_the_local_scan_rows(mixed, tmp_path):
+    """The same mixed sources through a local Ray (Ray Data, an actor pool) and through the local scan."""
+    pytest.importorskip("ray")
+    import ray
+
+    from detector.scan import scan_ray
+
+    sources, expected = mixed
+    scan(load("cnn"), sources, tmp_path / "local.parquet", workers=0, chunk=5, progress=False)
+    try:
+        summary = scan_ray("cnn", sources, tmp_path / "ray.parquet", actors=2, batch_size=3)
+    finally:
+        ray.shutdown()
+    local, remote = read(tmp_path / "local.parquet"), read(tmp_path / "ray.parquet")
+    assert set(remote) == expected and summary["new"] == len(expected)
+    for path, row in local.items():
+        other = remote[path]
+        assert other["p_fake"] == pytest.approx(row["p_fake"], abs=1e-5), path
+        assert {k: v for k, v in other.items() if k != "p_fake"} == {k: v for k, v in row.items() if k != "p_fake"}, path
