@@ -212,8 +212,9 @@ def analyse_ui(image, model: str, method: str):
         outline(a.model_input, a.foreground, VIEW),
         tiles,
         gr.Image(value=tile_overlay(a.display, a.residual_tiles, a.size) if a.residual_tiles else None,
-                 label=(f"noise map: the residual network's P(fake) of {len(a.residual_tiles)} crops of {CROP} px at the "
-                        "image's own resolution" if a.residual_tiles else "noise map: for models with the residual signal")),
+                 visible=bool(a.residual_tiles),  # only a model fused with the residual network has one
+                 label=f"noise map: the residual network's P(fake) of {len(a.residual_tiles)} crops of {CROP} px at the "
+                       "image's own resolution"),
         background_markdown(a),
         tile_markdown(a),
         stats_heading(a),
