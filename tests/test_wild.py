@@ -275,3 +275,34 @@ def test_guarded_threshold_keeps_real_accuracy():
     assert (p[y == 0] < t).all()  # every real called real
     t2 = choose_threshold_guarded(y, p, min_real_accuracy=0.5)
     assert t2 <= t
+
+
+def test_cross_validation_threshold_holds_in_every_group_and_is_the_lowest_that_does():
+    from train.wild_cv import holding_threshold, per_group
+
+    rng = np.random.default_rng(0)
+    g = np.array(["a"] * 200 + ["b"] * 200 + ["c"] * 100)
+    y = np.array([0] * 100 + [1] * 100 + [0] * 200 + [1] * 100)
+    p = np.where(y == 1, rng.uniform(0.3, 1.0, len(y)), rng.uniform(0.0, 0.6, len(y)))
+    p[(g == "b")] += 0.3  # group b's real photos look faker: the threshold must hold for them too
+    t = holding_threshold(y, p, g)
+    rows = per_group(y, p, g, t)
+    assert all(r["real_called_real"] >= 0.90 for r in rows.values() if r["n_real"])
+    lower = per_group(y, p, g, t - 1e-6)
+    assert min(r["real_called_real"] for r in lower.values() if r["n_real"]) < 0.90
+
+
+def test_a_one_class_group_is_ranked_against_the_other_class_elsewhere():
+    from train.wild_cv import group_auc, sample_weights
+    from train.wild_data import WildItem
+
+    y = np.array([0] * 30 + [1] * 30 + [0] * 30)
+    g = np.array(["mixed"] * 60 + ["reals"] * 30)
+    s = np.r_[np.zeros(30), np.ones(30), np.full(30, 2.0)]  # the real-only group scores above every fake
+    assert group_auc(y, s, g, "reals") == 0.0 and group_auc(y, s, g, "mixed") == 1.0
+    items = [WildItem("x", int(lab), src, "gen", "train", Path("."), "grp")
+             for lab, src in [(0, "big")] * 90 + [(0, "small")] * 10 + [(1, "f")] * 25]
+    w = sample_weights(items)
+    labels = np.array([it.label for it in items])
+    assert w[labels == 0].sum() == pytest.approx(w[labels == 1].sum())  # the classes weigh the same
+    assert w[90] / w[0] == pytest.approx(3.0)  # 1/sqrt(10) against 1/sqrt(90): a small source is not drowned
