@@ -82,8 +82,11 @@ class Predictor:
         self.mean, self.std = tuple(record["mean"]), tuple(record["std"])
         self.threshold = float(record.get("threshold", 0.5))
         self.temperature = float(record.get("temperature", 1.0))
-        margin = float(record.get("uncertain_band", UNCERTAIN_BAND))
-        self.band = (max(0.0, self.threshold - margin), min(1.0, self.threshold + margin))
+        band = record.get("uncertain_band", UNCERTAIN_BAND)  # a margin either side, or the band's [low, high) edges
+        if isinstance(band, (list, tuple)):
+            self.band = (float(band[0]), float(band[1]))
+        else:
+            self.band = (max(0.0, self.threshold - float(band)), min(1.0, self.threshold + float(band)))
         if list(record.get("classes", CLASSES)) != list(CLASSES):
             raise CheckpointError(f"checkpoint classes {record.get('classes')} are not {list(CLASSES)}")
         # A second, low-level signal (detector.residual) fused with this model's logit, when the record names one.
@@ -155,7 +158,8 @@ class Predictor:
         elif key == "fake" and real_acc is not None and real_acc < STRONG_RECALL:
             caveat = f"On images from sources it never saw, it wrongly flagged {1 - real_acc:.0%} of real photos."
         elif key == "uncertain":
-            caveat = f"P(fake) is within {hi - self.threshold:.2f} of the threshold {self.threshold:.2f}: treat it as a coin toss."
+            caveat = (f"P(fake) {p:.2f} is in the uncertain band {lo:.2f}-{hi:.2f} around the threshold {self.threshold:.2f}: "
+                      "treat it as a coin toss.")
         return Verdict(key, self.label(p), p, self.threshold, self.band, words, caveat)
 
 

@@ -214,6 +214,14 @@ def table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def uncertain_band(y: np.ndarray, p: np.ndarray, threshold: float, share: float = MIN_REAL_PER_GROUP) -> list[float]:
+    """[low, high) of the uncertain verdict, from the pooled out-of-fold P(fake): from the score that ``share`` of
+    all real photos stay under, up to the threshold (which holds in the worst group). Below it the evidence is
+    "no sign of generation"; at the threshold and above, a fake call."""
+    low = float(np.quantile(p[y == 0], share))
+    return [round(min(low, threshold), 4), round(threshold, 4)]
+
+
 def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float) -> dict:
     """The recipe's CLIP head trained on the fixed training split and read on the fixed test split (sources
     disjoint), at the chosen temperature and threshold: the figure earlier models were reported with."""
@@ -228,8 +236,8 @@ def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, thr
             "fakes_caught": round(float((p[y[te] == 1] >= threshold).mean()), 4)}
 
 
-def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float, fusion: dict | None,
-         metrics: dict, seconds: float) -> None:
+def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float, band: list[float],
+         fusion: dict | None, metrics: dict, seconds: float) -> None:
     """The chosen head fitted on every image with features, written as the wild checkpoint (head only; the
     backbone comes from its own checkpoint, the residual network from its own)."""
     from detector.checkpoint import new_record, read_record, save_checkpoint
@@ -249,7 +257,7 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
         description="CLIP ViT-B/16 (OpenAI, frozen) + a head trained on real-world photographs and AI images"
                     + (", fused with a residual network on native-resolution crops" if fusion else ""),
         backbone={"name": "clip_vit_b16", "weights_sha256": brec["weights_sha256"]},
-        threshold=round(threshold, 4), temperature=round(temperature, 4), uncertain_band=0.15,
+        threshold=round(threshold, 4), temperature=round(temperature, 4), uncertain_band=band,
         threshold_rule=f"lowest threshold keeping >= {MIN_REAL_PER_GROUP:.0%} of every group's real photos real, "
                        "on pooled leave-one-group-out predictions",
         fusion=fusion, train_args={"head": cfg, "sample_weights": "1/sqrt(images per source, generator, class)",
@@ -328,14 +336,17 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         same, peer_table = [], ""
     print("\n" + table(reports))
+    band = uncertain_band(yc, pf, t)
+    print(f"uncertain band {band}: {np.mean((pf >= band[0]) & (pf < band[1])):.1%} of the images")
     oof = {**compute_metrics(yc, pf, t), "curves": compact_curves(yc, pf),
            "kind": "pooled out-of-fold predictions, leave-one-group-out over the groups below"}
     result = {"n_images": len(every), "n_with_features": int(ok.sum()), "heads": HEADS, "signals": reports,
-              "chosen": final, "oof": oof, "continuity": cont, "peers": same, "peer_refusals": refused if peers else {},
+              "chosen": final, "oof": oof, "band": band, "continuity": cont, "peers": same,
+              "peer_refusals": refused if peers else {},
               "table": table(reports), "peer_table": peer_table, "min_real_per_group": MIN_REAL_PER_GROUP}
     save_result("wild_cv", result, started)
     if args.ship:
-        ship(args.ship, [it for it, k in zip(items, m) if k], cfg, e[m], cls[m], temperature, t, chosen["fusion"],
+        ship(args.ship, [it for it, k in zip(items, m) if k], cfg, e[m], cls[m], temperature, t, band, chosen["fusion"],
              {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started)
     return result
 
