@@ -22,8 +22,8 @@ LIMITS = """## Limits
 - The **CIFAKE** models (`fakespot`, `cnn`, `resnet50`) only know 32x32 thumbnails of CIFAR-10 photos
   against Stable Diffusion 1.4 renders. On full-size photographs and modern generators they are at chance.
 - The **wild** model was trained on a few thousand public images (student datasets, generator galleries,
-  camera samples, Debian wallpapers) and tested on sources it never saw; its figures above are on that
-  test split and are far from perfect. Photoreal renders of faces and scenes are its weakest point; new
+  camera samples, Debian wallpapers, face sets) and measured with each group of sources held out in turn;
+  its figures above are those out-of-fold predictions and are far from perfect. Photoreal renders of faces and scenes are its weakest point; new
   generators and heavy post-processing will lower its accuracy further.
 - Neither track was trained to be robust against an adversary who edits an image to fool it.
 """
@@ -62,12 +62,13 @@ def card(directory: Path = CHECKPOINT_DIR) -> str:
         out.append(f"| `{n}` | {track} | {r['input_size']}x{r['input_size']} | {params} | {r['threshold']:.4f} | "
                    f"{r.get('temperature', 1.0):.4f} | {what} |")
     out += ["", "## Figures (from the records)", "",
-            "CIFAKE models: CIFAKE's test split (20,000 images). Wild model: the source-disjoint wild test split "
-            "(no source in two splits), as published and format-controlled (both classes re-encoded alike).", "",
+            "CIFAKE models: CIFAKE's test split (20,000 images). Wild model: every image, each scored by a model "
+            "trained without its group of sources (leave-one-group-out; the README has the per-group table).", "",
             "| model | split | images | ROC-AUC | accuracy | real called real | fakes caught |", "|---|---|---|---|---|---|---|"]
     for n, r in records.items():
         m = r.get("metrics", {})
-        for key, label in (("test", "test"), ("test_format_controlled", "test, format-controlled"),
+        test = "out of fold (leave-one-group-out)" if "cv" in m else "test"
+        for key, label in (("test", test), ("test_format_controlled", "test, format-controlled"),
                            ("validation", "validation")):
             if key in m:
                 out.append(metrics_row(n, label, m[key]))
