@@ -419,3 +419,28 @@ def test_bad_trust_and_timeout_settings_are_named_not_fatal(signed, tmp_path, mo
         assert pv._timeout_from_env() == 3.0
     monkeypatch.setenv(pv.TIMEOUT_ENV, "0.5")
     assert pv._timeout_from_env() == 0.5
+
+
+def test_one_opencv_is_installed():
+    """opencv-python and opencv-python-headless overwrite each other's cv2/: exactly one may be there."""
+    from importlib import metadata
+
+    names = {"opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"}
+    found = sorted({(d.metadata["Name"] or "").lower() for d in metadata.distributions()} & names)
+    assert found == ["opencv-python-headless"], found
+
+
+def test_our_watermark_block_scores_are_the_librarys():
+    import cv2
+    import pywt
+    from imwatermark.maxDct import EmbedMaxDct
+
+    from detector.provenance.watermark import WATERMARK_SCALES, block_scores
+
+    rng = np.random.default_rng(0)
+    for shape in ((256, 320), (264, 300), (512, 512)):
+        yuv = cv2.cvtColor(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), cv2.COLOR_BGR2YUV)
+        band, _ = pywt.dwt2(yuv[:, :, 1].astype(np.float64), "haar")
+        ours = block_scores(band, WATERMARK_SCALES[1])
+        theirs = EmbedMaxDct([], 1, WATERMARK_SCALES, 4).decode_frame(band, WATERMARK_SCALES[1], [[]])[0]
+        assert np.array_equal(ours, np.asarray(theirs, np.float64)), shape
