@@ -146,7 +146,8 @@ def _decode(src: ImageSource, input_size: int, keep_full: bool = False
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image ({e})") from None
-    rgb.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
+    if max(rgb.size) > DISPLAY_SIZE:  # a new image: ``rgb`` may be ``full`` itself, which the tile map still needs whole
+        rgb = ImageOps.contain(rgb, (DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
     return model_input, np.asarray(rgb), size, fmt, quality, full
 
 

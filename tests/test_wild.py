@@ -306,3 +306,18 @@ def test_a_one_class_group_is_ranked_against_the_other_class_elsewhere():
     labels = np.array([it.label for it in items])
     assert w[labels == 0].sum() == pytest.approx(w[labels == 1].sum())  # the classes weigh the same
     assert w[90] / w[0] == pytest.approx(3.0)  # 1/sqrt(10) against 1/sqrt(90): a small source is not drowned
+
+
+def test_the_tile_map_judges_the_image_at_its_own_size():
+    """The display copy is made from the decoded image: shrinking it must not shrink what the tiles see."""
+    from detector.analysis import analyse
+    from detector.predict import AutoPredictor
+
+    router = AutoPredictor()
+    src = str(ROOT / "assets" / "examples" / "wild_fake_flux.jpg")  # a 1024x1024 RGB JPEG
+    pred, _ = router.pick(src)
+    a = analyse(pred, src, router.explainer(pred), with_stats=False, with_evidence=False)
+    assert a.size == (1024, 1024) and [t["box"] for t in a.tiles] == tile_boxes(1024, 1024, 224, 4)
+    full = Image.open(src).convert("RGB")
+    want = pred.predict_arrays(np.stack([np.asarray(full.crop(t["box"])) for t in a.tiles]))
+    assert [t["p_fake"] for t in a.tiles] == pytest.approx(want.tolist(), abs=1e-5)
