@@ -190,7 +190,8 @@ def analyse_ui(image, model: str, method: str):
     try:
         a = _run(image, model, method)
     except Unreadable as e:  # the reason goes where the verdict would, and every panel stays empty
-        return [f"### Could not read this file\n{md(e.reason)}\n\nAccepted: {md(ACCEPTED)}.", *[None] * 18]
+        accepted = "" if "accepted" in e.reason.lower() else f"\n\nAccepted: {md(ACCEPTED)}."
+        return [f"### Could not read this file\n{md(e.reason)}{accepted}", *[None] * 18]
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
     if a.tiles:
         tiles = gr.Image(value=tile_overlay(a.display, a.tiles, a.size),
@@ -468,7 +469,7 @@ def build_demo() -> gr.Blocks:
                                    interactive=False, format="png")
             with gr.Row():
                 tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png")
-                noisemap = gr.Image(label="noise map (wild track)", height=VIEW + 64, interactive=False, format="png")
+                noisemap = gr.Image(label="noise map", height=VIEW + 64, interactive=False, format="png", visible=False)
                 with gr.Column():
                     background = gr.Markdown()
                     tile_note = gr.Markdown()
