@@ -17,22 +17,20 @@ Writes ``file,p_fake,verdict`` per line (verdict ``fake`` or ``real`` at 0.5). F
 empty p_fake and the reason as the verdict. Runs with the standard library, torch, Pillow and numpy only.
 """
 
-import argparse
-import csv
 import os
 import sys
+
+from peer_common import arguments, score_files
 
 SIZE = 256  # their --loadSize
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--code", required=True, help="directory of their repository (holds networks/Tiny_LaDeDa.py)")
-    p.add_argument("--weights", default=None, help="default: CODE/weights/Tiny_LaDeDa/WildRF_Tiny_LaDeDa.pth")
-    p.add_argument("--list", required=True, help="text file: one image path per line")
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
+    args = arguments(__doc__, code="directory of their repository (holds networks/Tiny_LaDeDa.py); required",
+                     weights="default: CODE/weights/Tiny_LaDeDa/WildRF_Tiny_LaDeDa.pth")
+    if not args.code:
+        raise SystemExit("--code DIR is required")
     import numpy as np
     import torch
     from PIL import Image
@@ -48,25 +46,15 @@ def main() -> int:
     model.eval()
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
 
-    with open(args.list, encoding="utf-8") as fl:
-        files = [line.strip() for line in fl if line.strip()]
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f, torch.inference_mode():
-        w = csv.writer(f)
-        w.writerow(["file", "p_fake", "verdict"])
-        for i, path in enumerate(files):
-            try:
-                with Image.open(path) as im:
-                    img = im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-                x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-                prob = float(torch.sigmoid(model(((x - mean) / std)[None])).item())
-                w.writerow([path, f"{prob:.6f}", "fake" if prob > 0.5 else "real"])
-            except Exception as e:  # noqa: BLE001 - unreadable files: recorded, never fatal
-                w.writerow([path, "", f"error: {type(e).__name__}: {e}"])
-            if i % 200 == 0:
-                print(f"{i}/{len(files)}", file=sys.stderr, flush=True)
-    os.replace(tmp, args.out)
-    return 0
+    @torch.inference_mode()
+    def score(path: str) -> tuple[str, str]:
+        with Image.open(path) as im:
+            img = im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        prob = float(torch.sigmoid(model(((x - mean) / std)[None])).item())
+        return f"{prob:.6f}", "fake" if prob > 0.5 else "real"
+
+    return score_files(args.list, args.out, score)
 
 
 if __name__ == "__main__":

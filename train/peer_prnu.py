@@ -11,19 +11,15 @@ images smaller than 512 px on either side (no full 512x512 crop) and files OpenC
 empty p_fake and the reason as the verdict. Runs with the standard library and prnu only (no project imports).
 """
 
-import argparse
-import csv
+import logging
 import os
 import sys
 
+from peer_common import arguments, score_files
+
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--list", required=True, help="text file: one image path per line")
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    import logging
-
+    args = arguments(__doc__)
     import cv2  # a dependency of prnu
     import torch
     from prnu import ai_predictor
@@ -33,27 +29,16 @@ def main() -> int:
     if not model.load():
         raise SystemExit(f"prnu: no weights at {model.model_path}")
     logging.getLogger().setLevel(logging.WARNING)  # prnu sets the root logger to INFO
-    with open(args.list, encoding="utf-8") as fl:
-        files = [line.strip() for line in fl if line.strip()]
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "p_fake", "verdict"])
-        for i, path in enumerate(files):
-            try:
-                prob = model.predict(path)
-                if prob is None:
-                    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-                    why = "unreadable by OpenCV" if img is None else f"smaller than 512x512: {img.shape[1]}x{img.shape[0]}"
-                    w.writerow([path, "", f"refused: {why}"])
-                else:
-                    w.writerow([path, f"{float(prob):.6f}", "ai" if prob >= 0.5 else "real"])
-            except Exception as e:  # noqa: BLE001 - the peer's own errors: recorded, never fatal
-                w.writerow([path, "", f"error: {type(e).__name__}: {e}"])
-            if i % 200 == 0:
-                print(f"{i}/{len(files)}", file=sys.stderr, flush=True)
-    os.replace(tmp, args.out)
-    return 0
+
+    def score(path: str) -> tuple[str, str]:
+        prob = model.predict(path)
+        if prob is None:
+            img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            why = "unreadable by OpenCV" if img is None else f"smaller than 512x512: {img.shape[1]}x{img.shape[0]}"
+            return "", f"refused: {why}"
+        return f"{float(prob):.6f}", "ai" if prob >= 0.5 else "real"
+
+    return score_files(args.list, args.out, score)
 
 
 if __name__ == "__main__":

@@ -10,35 +10,22 @@ likely_real <= 0.35 < inconclusive < 0.65 <= likely_ai). Files it refuses get an
 reason as the verdict. Runs with the standard library and sahu65 only (no project imports).
 """
 
-import argparse
-import csv
-import os
 import sys
+
+from peer_common import arguments, score_files
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--list", required=True, help="text file: one image path per line")
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
+    args = arguments(__doc__)
     import sahu65
 
     sahu65.warm()
-    files = [line.strip() for line in open(args.list, encoding="utf-8") if line.strip()]
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "p_fake", "verdict"])
-        for i, path in enumerate(files):
-            try:
-                d = sahu65.detect(path)
-                w.writerow([path, f"{d.ai_probability:.6f}", d.verdict])
-            except Exception as e:  # the peer's own errors: recorded, never fatal
-                w.writerow([path, "", f"error: {type(e).__name__}: {e}"])
-            if i % 200 == 0:
-                print(f"{i}/{len(files)}", file=sys.stderr, flush=True)
-    os.replace(tmp, args.out)
-    return 0
+
+    def score(path: str) -> tuple[str, str]:
+        d = sahu65.detect(path)
+        return f"{d.ai_probability:.6f}", d.verdict
+
+    return score_files(args.list, args.out, score)
 
 
 if __name__ == "__main__":

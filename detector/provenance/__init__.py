@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
 import time
 from pathlib import Path
 
 from .c2pa import (CREDENTIAL_FAILURES, PIXEL_HASH_FAILURES, TRUST_ENV, c2pa_finding, read_c2pa, trust_anchors,
                    trust_description)
-from .evidence import (AI_CLAIMS, C2PA_TIMEOUT_S, EVIDENCE_TIMEOUT_S, IPTC_SOURCE, LIMITS, MAX_BYTES,
+from .evidence import (AI_CLAIMS, lazy_pool, C2PA_TIMEOUT_S, EVIDENCE_TIMEOUT_S, IPTC_SOURCE, LIMITS, MAX_BYTES,
                        MAX_SETTINGS_LINE, MAX_TEXT_VALUE, MAX_XMP_BYTES, SOURCE_TYPES, STRENGTHS, TIMEOUT_ENV,
                        Evidence, Finding, _timeout_from_env, leads)
 from .metadata import AI_SOFTWARE, CAMERA_EXIF, RDF_RESOURCE, WROTE_IT, XMP_KEYS, read_metadata
@@ -78,17 +77,7 @@ def gather(src: str | os.PathLike | bytes, c2pa_timeout: float = C2PA_TIMEOUT_S,
     return _done(ev, t0)
 
 
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The evidence workers (four threads), made on first use: importing the package starts no pool."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="evidence")
-        return _POOL
+_pool = lazy_pool("evidence")  # the evidence workers (four threads), made on first use
 
 
 def submit(src: str | os.PathLike | bytes) -> concurrent.futures.Future:

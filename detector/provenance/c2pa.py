@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from .evidence import AI_CLAIMS, C2PA_TIMEOUT_S, LIMITS, Evidence, Finding, _short, _source_claim
+from .evidence import AI_CLAIMS, C2PA_TIMEOUT_S, LIMITS, Evidence, Finding, _short, _source_claim, lazy_pool
 
 TRUST_ENV = "DETECTOR_C2PA_TRUST_ANCHORS"  # a PEM file of extra trust anchors (e.g. the C2PA trust list)
 # C2PA validation codes (c2pa-rs) that say the pixels no longer match what was signed
@@ -24,17 +24,7 @@ CREDENTIAL_FAILURES = {"signingCredential.untrusted": "certificate not on the tr
                        "signingCredential.revoked": "certificate revoked",
                        "signingCredential.invalid": "certificate invalid"}
 
-_C2PA_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-_C2PA_POOL_LOCK = threading.Lock()
-
-
-def _c2pa_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The C2PA checkers (four threads), made on first use: importing the package starts no pool."""
-    global _C2PA_POOL
-    with _C2PA_POOL_LOCK:
-        if _C2PA_POOL is None:
-            _C2PA_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2pa")
-        return _C2PA_POOL
+_c2pa_pool = lazy_pool("c2pa")  # the C2PA checkers (four threads), made on first use
 
 
 def trust_anchors(trust_pem: str | None = None) -> str | None:

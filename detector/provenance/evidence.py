@@ -15,6 +15,9 @@ Strengths, strongest first:
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import logging
 import math
 import os
@@ -154,3 +157,16 @@ def _short(e: Exception, n: int = 200) -> str:
 
 def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def lazy_pool(prefix: str, workers: int = 4):
+    """A getter of a thread pool made on first use (importing the package starts no thread), once."""
+    lock, pool = threading.Lock(), []
+
+    def get() -> concurrent.futures.ThreadPoolExecutor:
+        with lock:
+            if not pool:
+                pool.append(concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=prefix))
+            return pool[0]
+
+    return get
