@@ -266,6 +266,27 @@ def test_browser_upload_shows_verdict_and_heatmap(server, tmp_path):
             browser.close()
 
 
+def test_browser_headline_meter_and_api_agree(server, client):
+    """A real photo and an AI render, uploaded in Chromium: the headline, the meter and /predict say one verdict."""
+    from gradio_client import handle_file
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            for name in ("wild_real_iphone6.jpg", "wild_fake_flux.jpg"):
+                api = client.predict(handle_file(str(EXAMPLES / name)), "auto", api_name="/predict")
+                page.goto(server)
+                page.locator("#upload input[type=file]").set_input_files(str(EXAMPLES / name))
+                expect(page.locator("#verdict")).to_contain_text(f"P(fake) = {api['p_fake']:.3f}", timeout=120_000)
+                expect(page.locator("#verdict h1, #verdict h2, #verdict h3").first).to_have_text(api["headline"])
+                meter = page.locator("#pmeter .pmeter")
+                assert meter.get_attribute("aria-label") == f"P(fake) {api['p_fake']:.2f}, verdict {api['verdict']}", name
+        finally:
+            browser.close()
+
+
 # --- faults --------------------------------------------------------------------------------------------
 
 def test_app_starts_and_explains_itself_when_checkpoints_are_missing_or_damaged(tmp_path):
