@@ -39,7 +39,7 @@ from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.residual import CROP
 from detector.stats import STATS, log_spectrum
 from webapp.export import csv_safe, write_exports  # noqa: F401 (csv_safe: part of the app's tested surface)
-from webapp.render import (REFERENCE, STATS_HEADERS, VIEW, background_markdown, evidence_markdown,  # noqa: F401
+from webapp.render import (REFERENCE, STATS_HEADERS, STATS_WIDTHS, VIEW, background_markdown, evidence_markdown,  # noqa: F401
                            heatmap_views, jpeg_markdown, md, meter_html, stats_heading, stats_table, tile_markdown,
                            verdict_markdown)
 
@@ -474,7 +474,7 @@ def build_demo() -> gr.Blocks:
                     background = gr.Markdown()
                     tile_note = gr.Markdown()
             stats_head = gr.Markdown("### Blur, sharpness and noise against CIFAKE's real and fake training images")
-            stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True)
+            stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True, column_widths=STATS_WIDTHS)
             with gr.Row():
                 hist = gr.Image(label="distributions (blue real, red fake) and this image", interactive=False,
                                 format="png", scale=4)

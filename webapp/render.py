@@ -155,8 +155,9 @@ def stats_table(a: Analysis) -> list[list]:
     return rows
 
 
-STATS_HEADERS = ["statistic", "this image", "real median", "fake median", "percentile (real)",
-                 "percentile (fake)", "reading", "meaning"]
+STATS_HEADERS = ["statistic", "this image", "real median", "fake median", "pct. real", "pct. fake", "reading",
+                 "meaning"]  # pct.: this image's percentile among CIFAKE's real / fake training images
+STATS_WIDTHS = ["17%", "10%", "9%", "9%", "7%", "7%", "14%", "27%"]  # the meaning gets room to wrap, nothing is cut
 
 
 def jpeg_markdown(a: Analysis) -> str:
