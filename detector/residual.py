@@ -89,6 +89,10 @@ class ResidualNet(nn.Module):
         )
         self.head = nn.Linear(8 * w, 1)
 
+    def cam_layers(self) -> list[nn.Module]:
+        """Grad-CAM's layer: the last conv block (8x8 at a 64 px crop)."""
+        return [self.features[-1]]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = npr(x) * 8.0  # residuals are small; scale them to about unit range
         return self.head(self.features(r).mean((2, 3))).squeeze(1)

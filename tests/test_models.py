@@ -5,8 +5,8 @@ from detector.models import count_parameters, create_model, list_models
 
 SMALL = {"fakespot": {}, "cnn": {}, "resnet50": {},
          "ensemble": {"members": [{"arch": "cnn"}, {"arch": "fakespot", "kwargs": {"widths": [8, 16], "blocks": [1, 1]}}]},
-         "wild": {"head": {"kind": "mlp", "layers": [6, 12]}}}
-SIZE = {"wild": 224}  # the wild track's CLIP ViT-B/16 input; the CIFAKE models take 32x32
+         "wild": {"head": {"kind": "mlp", "layers": [6, 12]}}, "residual": {"width": 4}}
+SIZE = {"wild": 224, "residual": 64}  # CLIP ViT-B/16's input, the residual network's crop; CIFAKE models take 32x32
 DETECTORS = [n for n in list_models() if n != "clip_vit_b16"]  # clip_vit_b16 is a backbone (embeddings)
 
 
@@ -15,7 +15,7 @@ def test_cnn_is_the_published_baseline():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="valid names: clip_vit_b16, cnn, ensemble, fakespot, resnet50, wild"):
+    with pytest.raises(ValueError, match="valid names: clip_vit_b16, cnn, ensemble, fakespot, residual, resnet50, wild"):
         create_model("vgg")
 
 
