@@ -147,7 +147,8 @@ def _decode(src: ImageSource, input_size: int, keep_full: bool = False
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot decode image ({e})") from None
     if max(rgb.size) > DISPLAY_SIZE:  # a new image: ``rgb`` may be ``full`` itself, which the tile map still needs whole
-        rgb = ImageOps.contain(rgb, (DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.LANCZOS)
+        k = DISPLAY_SIZE / max(rgb.size)  # (Image.thumbnail would shrink it in place)
+        rgb = rgb.resize((max(1, round(rgb.width * k)), max(1, round(rgb.height * k))), Image.Resampling.LANCZOS)
     return model_input, np.asarray(rgb), size, fmt, quality, full
 
 
