@@ -35,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _median_ms(fn, runs: int) -> float:
+def median_ms(fn, runs: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(runs):
@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> dict:
         images = (("cifake", args.image), ("photo", args.photo)) + ((("large", args.large),) if wild else ())
         for label, path in images:
             upload = uploaded(path)
-            row[f"full_request_ms_{label}"] = _median_ms(lambda: app.analyse_ui(upload, name, args.method), args.runs)
+            row[f"full_request_ms_{label}"] = median_ms(lambda: app.analyse_ui(upload, name, args.method), args.runs)
         staged = args.large if wild else args.image
         stages = [analyse(pred, staged, explainer, args.method).seconds for _ in range(args.runs)]
         row["stages_ms"] = {k: round(1000 * statistics.median(s[k] for s in stages), 2) for k in stages[0]}
@@ -99,10 +99,10 @@ def main(args: argparse.Namespace) -> dict:
     try:
         c, t = Client(url, verbose=False), Client(turl, verbose=False)
         img = handle_file(args.image)
-        api = {"trivial_app_floor_ms": _median_ms(lambda: t.predict(img, api_name="/predict"), args.runs)}
+        api = {"trivial_app_floor_ms": median_ms(lambda: t.predict(img, api_name="/predict"), args.runs)}
         for name in models:
-            api[f"{name}/predict_ms"] = _median_ms(lambda: c.predict(img, name, api_name="/predict"), args.runs)
-            api[f"{name}/explain_ms"] = _median_ms(
+            api[f"{name}/predict_ms"] = median_ms(lambda: c.predict(img, name, api_name="/predict"), args.runs)
+            api[f"{name}/explain_ms"] = median_ms(
                 lambda: c.predict(img, name, args.method, "predicted", api_name="/explain"), args.runs)
         result["api"] = {k: round(v, 1) for k, v in api.items()}
         floor = api["trivial_app_floor_ms"]

@@ -12,23 +12,13 @@ fused predict <= 400 ms, Analyse <= 1.5 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-
-def median_ms(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+from bench.benchmark_app import median_ms
 
 
 def main() -> None:
