@@ -83,3 +83,32 @@ def test_batch_rows_give_the_fused_score(fused, tmp_path):
     assert len(rows) == 3 and all("_residual" not in r for r in rows)
     for i, r in enumerate(rows):
         assert r["p_fake"] == pytest.approx(pred.predict(str(tmp_path / f"{i}.png")), abs=1e-5)
+
+
+def test_a_residual_run_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    import train.train_residual as tr
+
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (24, 2, CROP, CROP, 3), dtype=np.uint8)
+    y, w = np.array([0, 1] * 12), np.ones(24)
+    args = Namespace(seed=0, width=4, lr=2e-3, epochs=2, samples_per_epoch=16, batch_size=8)
+    whole = tr.fit(crops, y, w, args, tmp_path / "whole.state")
+
+    real_save, calls = tr.save_state, []
+
+    def save_then_stop(path, state):  # the process dies right after its first epoch's state is written
+        real_save(path, state)
+        calls.append(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(crops, y, w, args, tmp_path / "stopped.state")
+    epochs_run = []
+    monkeypatch.setattr(tr, "save_state", lambda path, state: (epochs_run.append(state["epoch"]), real_save(path, state)))
+    resumed = tr.fit(crops, y, w, args, tmp_path / "stopped.state")
+    assert len(calls) == 1 and epochs_run == [2]  # it went on from the saved epoch, not from the start
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k

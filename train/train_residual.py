@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from detector.checkpoint import atomic_write, new_record, save_checkpoint
+from detector.checkpoint import atomic_write, load_state, new_record, resolve, save_checkpoint, save_state
 from detector.residual import CROP, GRID, QUALITY, ResidualNet, crop_logits, to_tensor
 from train.residual_crops import crop_path
 from train.wild_cv import CV_DIR, groups_of, sample_weights
@@ -58,12 +58,6 @@ def load_crops(items: list[WildItem]) -> tuple[list[WildItem], np.ndarray, np.nd
     return kept, np.stack(tr), np.stack(ev)
 
 
-def state_bytes(obj: dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def fit(tr: np.ndarray, y: np.ndarray, w: np.ndarray, args, resume: Path) -> ResidualNet:
     """Train on (N, K, CROP, CROP, 3) crops; ``resume`` holds the last finished epoch's state."""
     torch.manual_seed(args.seed)
@@ -73,8 +67,8 @@ def fit(tr: np.ndarray, y: np.ndarray, w: np.ndarray, args, resume: Path) -> Res
     steps = args.epochs * ((n + args.batch_size - 1) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps)
     start = 0
-    if resume.exists():
-        s = torch.load(resume, weights_only=True)
+    if resolve(resume)[1].exists():
+        s = load_state(resume)
         net.load_state_dict(s["net"]), opt.load_state_dict(s["opt"]), sched.load_state_dict(s["sched"])
         start = s["epoch"]
     rng = np.random.default_rng(args.seed)
@@ -97,8 +91,8 @@ def fit(tr: np.ndarray, y: np.ndarray, w: np.ndarray, args, resume: Path) -> Res
             opt.step()
             sched.step()
             total += loss.item() * len(x)
-        atomic_write(resume, state_bytes({"net": net.state_dict(), "opt": opt.state_dict(),
-                                          "sched": sched.state_dict(), "epoch": epoch + 1}))
+        save_state(resume, {"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "epoch": epoch + 1})
         print(f"epoch {epoch + 1}/{args.epochs}: loss {total / n:.4f}", flush=True)
     return net.eval()
 
@@ -120,7 +114,7 @@ def cross_validate(items, tr, ev, args) -> None:
             continue
         m = g != grp
         t0 = time.time()
-        net = fit(tr[m], y[m], w[m], args, fold_dir / f"{grp}.state.pt")
+        net = fit(tr[m], y[m], w[m], args, fold_dir / f"{grp}.state")
         s = image_scores(net, ev[~m])
         buf = io.BytesIO()
         np.savez(buf, sha256=shas[~m], logit=s)
@@ -144,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
         cross_validate(items, tr, ev, args)
         return
     y, w = np.array([it.label for it in items]), sample_weights(items)
-    net = fit(tr, y, w, args, CV_DIR.parent / "train_state" / f"{Path(args.out).name}.state.pt")  # outside the work tree
+    net = fit(tr, y, w, args, CV_DIR.parent / "train_state" / f"{Path(args.out).name}.state")  # outside the work tree
     record = new_record("residual", {"width": args.width}, input_size=CROP, mean=[0.0] * 3, std=[1.0] * 3,
                         name=Path(args.out).name, track="wild", kind="signal",
                         description="Small CNN on up-sampling (NPR) residuals of native-resolution crops",
