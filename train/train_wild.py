@@ -69,19 +69,25 @@ def features(head: WildHead, e: np.ndarray, cls: np.ndarray) -> torch.Tensor:
         return head.features(torch.from_numpy(e), [torch.from_numpy(cls[:, i - 1].astype(np.float32)) for i in head.layers])
 
 
-def fit_head(cfg: dict, weight_decay: float, e, cls, y, epochs: int, seed: int) -> WildHead:
-    """Full-batch AdamW with class-balanced BCE; small enough to train in seconds."""
+def fit_head(cfg: dict, weight_decay: float, e, cls, y, epochs: int, seed: int, weights: np.ndarray | None = None
+             ) -> WildHead:
+    """Full-batch AdamW, small enough to train in seconds. BCE balanced by class (``pos_weight``), or weighted
+    per image by ``weights`` (train.wild_cv: sources balanced within each class)."""
     torch.manual_seed(seed)
     head = WildHead(kind=cfg["kind"], layers=tuple(cfg["layers"]))
     x, t = features(head, e, cls), torch.from_numpy(y).float()
     pos_weight = torch.tensor((t == 0).sum().item() / max((t == 1).sum().item(), 1))
+    wt = None if weights is None else torch.from_numpy(np.asarray(weights)).float()
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3 if cfg["kind"] == "mlp" else 1e-2, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     gen = torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(t), generator=gen).split(256):
-            loss = F.binary_cross_entropy_with_logits(head(x[idx]), t[idx], pos_weight=pos_weight)
+            if wt is None:
+                loss = F.binary_cross_entropy_with_logits(head(x[idx]), t[idx], pos_weight=pos_weight)
+            else:
+                loss = (F.binary_cross_entropy_with_logits(head(x[idx]), t[idx], reduction="none") * wt[idx]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

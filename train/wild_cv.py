@@ -26,13 +26,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from detector.engine import sigmoid
 from detector.metrics import compact_curves, compute_metrics
+from train import train_wild
 from train.calibration import fit_temperature
 from train.results import save_result
 from train.wild_data import CACHE, WildItem, load_features, read_manifest
@@ -109,32 +108,8 @@ def holding_threshold(y: np.ndarray, p: np.ndarray, g: np.ndarray, min_real: flo
 
 
 def fit_head(cfg: dict, e: np.ndarray, cls: np.ndarray, y: np.ndarray, w: np.ndarray, epochs: int = 30, seed: int = 0):
-    """A CLIP head on cached features with sample-weighted BCE (full-data AdamW, cosine schedule)."""
-    from detector.models import WildHead
-
-    torch.manual_seed(seed)
-    head = WildHead(kind=cfg["kind"], layers=tuple(cfg["layers"]))
-    with torch.no_grad():
-        x = head.features(torch.from_numpy(e), [torch.from_numpy(cls[:, i - 1].astype(np.float32)) for i in head.layers])
-    t, wt = torch.from_numpy(y).float(), torch.from_numpy(w).float()
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3 if cfg["kind"] == "mlp" else 1e-2, weight_decay=cfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    gen = torch.Generator().manual_seed(seed)
-    head.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(t), generator=gen).split(256):
-            loss = (F.binary_cross_entropy_with_logits(head(x[idx]), t[idx], reduction="none") * wt[idx]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    return head.eval()
-
-
-def head_logits(head, e: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        return head(head.features(torch.from_numpy(e), [torch.from_numpy(cls[:, i - 1].astype(np.float32))
-                                                        for i in head.layers])).numpy()
+    """A CLIP head config of HEADS (its weight decay inside) with sample-weighted BCE: train_wild's trainer."""
+    return train_wild.fit_head(cfg, cfg["weight_decay"], e, cls, y, epochs, seed, weights=w)
 
 
 def clip_oof(items: list[WildItem], cfg: dict, e, cls) -> np.ndarray:
@@ -151,7 +126,7 @@ def clip_oof(items: list[WildItem], cfg: dict, e, cls) -> np.ndarray:
     for grp in groups_of(items):
         tr, te = g != grp, g == grp
         head = fit_head(cfg, e[tr], cls[tr], y[tr], w[tr] / w[tr].mean())
-        out[te] = head_logits(head, e[te], cls[te])
+        out[te] = train_wild.logits_of(head, e[te], cls[te])
         print(f"  {name}: held out {grp:18s} AUC {group_auc(y, np.where(te, out, 0), g, grp) if te.any() else float('nan'):.4f}")
     CV_DIR.mkdir(parents=True, exist_ok=True)
     np.savez(path, sha256=shas, logit=out)
@@ -230,7 +205,7 @@ def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, thr
     tr, te = split == "train", split == "test"
     w = sample_weights([it for it, k in zip(items, tr) if k])
     head = fit_head(cfg, e[tr], cls[tr], y[tr], w / w.mean())
-    p = sigmoid(head_logits(head, e[te], cls[te]), temperature)
+    p = sigmoid(train_wild.logits_of(head, e[te], cls[te]), temperature)
     return {"n": int(te.sum()), "roc_auc": round(float(roc_auc_score(y[te], p)), 4),
             "real_called_real": round(float((p[y[te] == 0] < threshold).mean()), 4),
             "fakes_caught": round(float((p[y[te] == 1] >= threshold).mean()), 4)}
@@ -242,7 +217,6 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
     backbone comes from its own checkpoint, the residual network from its own)."""
     from detector.checkpoint import new_record, read_record, save_checkpoint
     from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16
-    from train.train_wild import fingerprint
 
     t0 = time.perf_counter()
     y = np.array([it.label for it in items])
@@ -262,7 +236,7 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
                        "on pooled leave-one-group-out predictions",
         fusion=fusion, train_args={"head": cfg, "sample_weights": "1/sqrt(images per source, generator, class)",
                                    "view": "clean", "trained_on": "every image with cached features, all sources"},
-        data_fingerprint=fingerprint(), data={"train": counts},
+        data_fingerprint=train_wild.fingerprint(), data={"train": counts},
         parameters=sum(p.numel() for p in head.parameters()) + sum(p.numel() for p in ClipViTB16().parameters()),
         train_seconds=round(seconds + time.perf_counter() - t0, 1), metrics=metrics)
     state = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
