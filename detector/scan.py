@@ -56,10 +56,14 @@ def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def stored(out: Path) -> list[Path]:
+    """The finished file, if any, and the parts written since (local chunks and merged Ray shards)."""
+    return ([out] if out.exists() else []) + sorted(parts_dir(out).glob("part-*.parquet"))
+
+
 def done_paths(out: Path) -> set[str]:
     """Paths already in the finished file or its parts (a resumed scan skips them)."""
-    files = ([out] if out.exists() else []) + sorted(parts_dir(out).glob("part-*.parquet"))
-    return {p for f in files for p in pq.read_table(f, columns=["path"]).column("path").to_pylist()}
+    return {p for f in stored(out) for p in pq.read_table(f, columns=["path"]).column("path").to_pylist()}
 
 
 def to_row(r: dict) -> dict:
@@ -69,10 +73,9 @@ def to_row(r: dict) -> dict:
             "error": r.get("reason") if "p_fake" not in r else None}
 
 
-def write_part(folder: Path, rows: list[dict]) -> None:
-    """One chunk as the next part, written to a temporary name and renamed: a part is whole or absent."""
+def write_part(folder: Path, rows: list[dict], n: int) -> None:
+    """One chunk as part ``n``, written to a temporary name and renamed: a part is whole or absent."""
     folder.mkdir(parents=True, exist_ok=True)
-    n = len(list(folder.glob("part-*.parquet")))
     tmp = folder / f".part-{n:06d}.tmp"
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
     os.replace(tmp, folder / f"part-{n:06d}.parquet")
@@ -80,7 +83,7 @@ def write_part(folder: Path, rows: list[dict]) -> None:
 
 def finish(out: Path) -> pa.Table:
     """The finished file and the parts merged into ``out`` (atomically), and the parts removed."""
-    files = ([out] if out.exists() else []) + sorted(parts_dir(out).glob("part-*.parquet"))
+    files = stored(out)
     table = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]) if files else SCHEMA.empty_table()
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
@@ -100,7 +103,7 @@ def scan(predictor: Predictor | AutoPredictor, sources: list[str], out: str | os
             predictor.model(name)
     t0 = time.perf_counter()
     total = count_images(paths)
-    new = 0
+    new, n_part = 0, len(list(parts_dir(out).glob("part-*.parquet")))  # a resumed scan numbers on
     with tqdm(total=total, initial=0, desc="scan", unit="img", file=sys.stderr, disable=not progress,
               mininterval=1.0, smoothing=0.1) as bar:
         seen = 0
@@ -108,8 +111,8 @@ def scan(predictor: Predictor | AutoPredictor, sources: list[str], out: str | os
                                              with_stats=False, budget=UnpackBudget(), workers=workers, skip=skip):
             part = [to_row(r) for r in rows] + [to_row(e) for e in errors]
             if part:
-                write_part(parts_dir(out), part)
-                new += len(part)
+                write_part(parts_dir(out), part, n_part)
+                new, n_part = new + len(part), n_part + 1
             bar.update(done - seen)
             seen = done
     return summarise(finish(out), new, len(skip), time.perf_counter() - t0)
@@ -152,8 +155,9 @@ class RayScorer:
         def items():
             for src in batch["source"]:
                 for name, data, err in iter_sources([str(src)], UnpackBudget()):
-                    if printable(name) not in self.skip:
-                        yield printable(name), data, err
+                    shown = printable(name)  # as batch_rows shows a path
+                    if shown not in self.skip:
+                        yield shown, data, err
 
         rows = [to_row(r) for chunk_rows, errors in judge_items(self.predictor, items(), 64, self.with_evidence,
                                                                 with_stats=False) for r in chunk_rows + errors]
