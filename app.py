@@ -39,8 +39,8 @@ from detector.preprocess import ACCEPTED, CLASSES, ImageError
 from detector.residual import CROP
 from detector.stats import STATS, log_spectrum
 from webapp.export import csv_safe, write_exports  # noqa: F401 (csv_safe: part of the app's tested surface)
-from webapp.render import (REFERENCE, STATS_HEADERS, STATS_WIDTHS, VIEW, background_markdown, evidence_markdown,  # noqa: F401
-                           heatmap_views, jpeg_markdown, md, meter_html, stats_heading, stats_table, tile_markdown,
+from webapp.render import (REFERENCE, STATS_HEADERS, STATS_WIDTHS, VIEW, background_markdown, enlarged,  # noqa: F401
+                           evidence_markdown, heatmap_views, jpeg_markdown, md, meter_html, stats_heading, stats_table, tile_markdown,
                            verdict_markdown)
 
 log = logging.getLogger("app")
@@ -204,7 +204,7 @@ def analyse_ui(image, model: str, method: str):
         verdict_markdown(a),
         evidence_markdown(a),
         meter_html(a),
-        gr.Image(value=np.kron(a.model_input, np.ones((VIEW // a.model_input.shape[0],) * 2 + (1,), np.uint8)),
+        gr.Image(value=enlarged(a.model_input),
                  label=f"what the model sees: its {a.model_input.shape[0]}x{a.model_input.shape[1]} input"),
         gr.Image(value=a.display, label=f"your image ({a.size[0]}x{a.size[1]})"),
         ("**Note:** " if a.large and not a.wild else "") + a.size_note(),

@@ -273,14 +273,13 @@ def tile_overlay(display: np.ndarray, tiles: list[dict], full_size: tuple[int, i
     h, w = display.shape[:2]
     fw, fh = full_size
     sx, sy = w / fw, h / fh
+    boxes = [tuple(int(round(v)) for v in (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy)) for b in (t["box"] for t in tiles)]
     out = display.astype(np.float32)
-    for t in tiles:
-        x0, y0, x1, y1 = (int(round(v)) for v in (t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy))
+    for t, (x0, y0, x1, y1) in zip(tiles, boxes):
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(x1, x0 + 1)), min(h, max(y1, y0 + 1))
         out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + np.array(p_colour(t["p_fake"]), np.float32) * alpha
     out = out.astype(np.uint8)
-    for t in tiles:
-        x0, y0, x1, y1 = (int(round(v)) for v in (t["box"][0] * sx, t["box"][1] * sy, t["box"][2] * sx, t["box"][3] * sy))
+    for t, (x0, y0, x1, y1) in zip(tiles, boxes):
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
         side = min(x1 - x0, y1 - y0)
         if side >= 28:  # room for the number

@@ -95,6 +95,12 @@ def evidence_markdown(a: Analysis) -> str:
     return "\n".join(lines)
 
 
+def enlarged(image: np.ndarray) -> np.ndarray:
+    """A model input shown about VIEW pixels wide, each pixel a block (no smoothing invents detail)."""
+    k = max(1, VIEW // image.shape[0])
+    return np.kron(image, np.ones((k, k, 1), np.uint8))
+
+
 def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
     other = CLASSES[1 - CLASSES.index(a.label)]
     views = []
@@ -103,9 +109,7 @@ def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
         cam = a.heatmaps[cls]
         label = f"{a.method}: regions that push toward '{cls}' ({role} class)"
         if flat:
-            k = max(1, VIEW // a.model_input.shape[0])
-            views += [np.kron(a.model_input, np.ones((k, k, 1), np.uint8)),
-                      f"{a.method}: nothing to show, the image is one flat colour"]
+            views += [enlarged(a.model_input), f"{a.method}: nothing to show, the image is one flat colour"]
             continue
         if a.method in CLASS_AGNOSTIC:
             label = f"{a.method} (class-agnostic: the same map for both classes)"
