@@ -37,12 +37,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from train import wild_cv
-from train.wild_cv import PEER_SCORES
+from train.wild_cv import PEER_SCORES, read_scores
 from train.wild_data import ROOT, WildItem, read_manifest
 
 SCRIPTS = {"sahu65": "peer_sahu65.py", "prnu": "peer_prnu.py", "ladeda": "peer_ladeda.py"}
@@ -57,13 +56,6 @@ def subsample(items: list[WildItem], per_cell: int = 150) -> list[WildItem]:
         cells.setdefault((it.group, it.label), []).append(it)
     return sorted((it for g in cells.values() for it in sorted(g, key=lambda i: i.sha256)[:per_cell]),
                   key=lambda i: (i.group, i.label, i.sha256))
-
-
-def read_scores(path: Path) -> dict[str, tuple[float, str]]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        return {r["sha256"]: (float(r["p_fake"]) if r["p_fake"] else np.nan, r["error"]) for r in csv.DictReader(f)}
 
 
 def score(peer: str, python: str, items: list[WildItem], extra: list[str], chunk: int) -> None:

@@ -154,15 +154,24 @@ def fuse_oof(cols: np.ndarray, y: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_scores(path: Path) -> dict[str, tuple[float, str]]:
+    """A peer's CSV (train.peers_wild): sha256 -> (P(fake), NaN when refused; the error or reason)."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {r["sha256"]: (float(r["p_fake"]) if r["p_fake"] else np.nan, r["error"]) for r in csv.DictReader(f)}
+
+
 def read_peers(items: list[WildItem]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Peer P(fake) per item from train.peers_wild's CSVs: NaN where the peer never saw the image, 0.5 (no
     answer, neutral in a ranking) where it refused it (prnu refuses images under 512 px); and the refusals."""
     peers, refused = {}, {}
     for path in sorted(PEER_SCORES.glob("*.csv")) if PEER_SCORES.is_dir() else []:
-        with open(path, newline="") as f:
-            got = {r["sha256"]: float(r["p_fake"]) if r.get("p_fake") else 0.5 for r in csv.DictReader(f)}
-        peers[path.stem] = np.array([got.get(it.sha256, np.nan) for it in items])
-        refused[path.stem] = sum(1 for it in items if it.sha256 in got and got[it.sha256] == 0.5)
+        got = read_scores(path)
+        p = np.array([got[it.sha256][0] if it.sha256 in got else np.nan for it in items])
+        seen = np.array([it.sha256 in got for it in items], bool)
+        refused[path.stem] = int((seen & np.isnan(p)).sum())
+        peers[path.stem] = np.where(seen & np.isnan(p), 0.5, p)
     return peers, refused
 
 
@@ -297,7 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
     final = report(chosen["signal"], yc, pf, gc, t)
     print(f"chosen {chosen['signal']}: threshold {t:.4f}; pooled OOF real called real {final['real_called_real']:.3f}, "
           f"fakes caught {final['fakes_caught']:.3f}")
-    cont = continuity(items, cfg, e, cls, temperature, t if chosen["fusion"] is None else 0.5)
+    # The head alone is read at its own threshold: the chosen one, or (for a fused recipe, whose threshold is on
+    # the fused scale) the one the same rule gives on the head's pooled out-of-fold P(fake).
+    t_head = t if chosen["fusion"] is None else holding_threshold(y, sigmoid(clip_logit, temperature), g)
+    cont = continuity(items, cfg, e, cls, temperature, t_head)
     print(f"continuity (head alone, fixed train -> test split): {cont}")
 
     peers, refused = read_peers([it for it, k in zip(items, m) if k])
