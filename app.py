@@ -395,9 +395,9 @@ truly is. The *background share* is how much of a map's energy falls outside the
 automatically with GrabCut, outlined in cyan); compare it with the background's share of the image,
 which is what an evenly spread map would score.
 
-**The tile map** (wild track, images at least {tile_min} px on their longer side and {tile} px on the shorter) cuts up to {tiles} {tile}x{tile}
-tiles from your image at its own resolution, around its centre when they cannot cover it all, and judges each: fine generator texture that resizing would blur
-away is still there. A tile that disagrees with the whole image is worth a closer look; a tile also sees
+**The tile map** (wild track, images at least {tile_min} px on their longer side and {tile} px on the
+shorter) cuts up to {tiles} {tile}x{tile} tiles from your image at its own resolution, around its centre when
+they cannot cover it all, and judges each: fine generator texture that resizing would blur away is still there. A tile that disagrees with the whole image is worth a closer look; a tile also sees
 less context than the whole, so it errs more often.
 
 **The statistics** (blur, sharpness, noise, spectrum) are measured on the model's input and placed against
