@@ -36,6 +36,7 @@ from detector.predict import (AUTO, CHECKPOINT_DIR, CIFAKE_MAX_SIDE, CIFAKE_MODE
                               WILD_MODEL, AutoPredictor, checkpoint_dir, hub_settings, is_backbone,
                               shipped_models)
 from detector.preprocess import ACCEPTED, CLASSES, ImageError
+from detector.record import Record
 from detector.residual import CROP
 from detector.stats import STATS, log_spectrum
 from webapp.export import csv_safe, write_exports  # noqa: F401 (csv_safe: part of the app's tested surface)
@@ -318,8 +319,8 @@ def model_tab(name: str):
         name = WILD_MODEL
     pred = _model(name)[0]
     rec = pred.record
-    metrics = rec.get("metrics", {})
-    wild = rec.get("track") == "wild"
+    metrics = rec.metrics
+    wild = rec.wild
     rows = ["| evaluated on | images | accuracy | precision | recall | F1 | ROC-AUC | AP | real called real | fakes caught |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     if wild and "cv" in metrics:
@@ -337,15 +338,15 @@ def model_tab(name: str):
                         f"{_cell(m, 'recall', '.4f')} | {_cell(m, 'f1', '.4f')} | {_cell(m, 'roc_auc', '.4f')} | "
                         f"{_cell(m, 'average_precision', '.4f')} | {_cell(m, 'real_accuracy', '.2%')} | "
                         f"{_cell(m, 'fake_accuracy', '.2%')} |")
-    seconds = rec.get("train_seconds")
-    info = (f"**`{pred.name}`** ({rec['arch']}, {rec.get('parameters', '?'):,} parameters"
+    seconds = rec.train_seconds
+    info = (f"**`{pred.name}`** ({rec.arch}" + (f", {rec.parameters:,} parameters" if rec.parameters else "")
             + (f", trained {seconds / 60:.0f} min on a 2-core CPU" if seconds else "") +
             f"); threshold {pred.threshold:.2f}, temperature {pred.temperature:.2f}.")
     if wild:
-        info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec['backbone']['name']}`); head: "
-                 f"{rec['arch_kwargs']['head']['kind']} on {rec['arch_kwargs']['head']['layers'] or 'the embedding only'}"
-                 + (f"; fused with `{rec['fusion']['residual']}`, a small network on native-resolution noise "
-                    "residuals" if rec.get("fusion") else "") + ". Peers and more figures: README, *Wild track*.")
+        info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec.backbone['name']}`); head: "
+                 f"{rec.arch_kwargs['head']['kind']} on {rec.arch_kwargs['head']['layers'] or 'the embedding only'}"
+                 + (f"; fused with `{rec.fusion['residual']}`, a small network on native-resolution noise "
+                    "residuals" if rec.fusion else "") + ". Peers and more figures: README, *Wild track*.")
     table = "\n".join(rows)
     cv = metrics.get("cv")
     if cv:
@@ -406,26 +407,26 @@ read the values, not the leaning. Resizing, blurring and JPEG compression move a
 """
 
 
-def guide(records: dict[str, dict]) -> str:
+def guide(records: dict[str, Record]) -> str:
     """The guide, with every figure read from the shipped records (so it cannot drift from the models)."""
     rec = records.get(WILD_MODEL)
     if rec is None:
         wild = f"- **wild** (anything larger than {CIFAKE_MAX_SIDE} px a side): not loaded here."
     else:
-        data = rec.get("data", {}).get("train", {})
-        test = rec.get("metrics", {}).get("test", {})
-        fused = " and a small network on the noise of native-resolution crops" if rec.get("fusion") else ""
-        how = ("with each group of sources held out in turn" if "cv" in rec.get("metrics", {})
+        data = (rec.data or {}).get("train", {})
+        test = rec.metrics.get("test", {})
+        fused = " and a small network on the noise of native-resolution crops" if rec.fusion else ""
+        how = ("with each group of sources held out in turn" if "cv" in rec.metrics
                else "on sources it never saw")
         wild = (f"- **wild** (anything larger than {CIFAKE_MAX_SIDE} px a side): OpenAI's CLIP ViT-B/16, frozen, with a "
                 f"small head{fused}, trained on {data.get('real', 0) + data.get('fake', 0):,} real-world photographs and AI "
                 f"images from {len(data.get('sources', []))} public sources. It judges the centre square of your image "
-                f"resized to {rec['input_size']}x{rec['input_size']}. Measured {how} (README, *Wild track*), at its "
+                f"resized to {rec.input_size}x{rec.input_size}. Measured {how} (README, *Wild track*), at its "
                 f"threshold it called {test.get('real_accuracy', float('nan')):.0%} of real photos real and caught "
                 f"{test.get('fake_accuracy', float('nan')):.0%} of AI images (ROC-AUC {test.get('roc_auc', float('nan')):.2f}): "
                 "photoreal renders and faces most often pass as real. So a *fake* verdict is a strong hint; a *real* "
                 "verdict means only that it found no sign of generation.")
-    size = records.get(WILD_MODEL, {}).get("input_size", 224)
+    size = rec.input_size if rec is not None else 224
     return GUIDE_TEMPLATE.format(wild=wild, cifake_side=CIFAKE_MAX_SIDE, tile=size, tile_min=2 * size, tiles=TILES)
 
 

@@ -43,6 +43,7 @@ class Analysis:
     model_input: np.ndarray  # (S, S, 3) uint8, S = the model's input_size: what the model sees
     display: np.ndarray  # the upload as RGB, at most DISPLAY_SIZE on its longest side
     reason: str = ""  # why this model judged the image (the track choice, or the user's)
+    wild: bool = False  # the model is the wild track's (its record's track): real-world images at any size
     method: str = ""
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # class -> (S, S) map in [0, 1]
     foreground: np.ndarray | None = None  # (S, S) bool object mask
@@ -64,10 +65,6 @@ class Analysis:
     @property
     def threshold(self) -> float:
         return self.judgement.threshold
-
-    @property
-    def wild(self) -> bool:
-        return self.model_input.shape[0] > 64
 
     @property
     def large(self) -> bool:
@@ -161,7 +158,7 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
     # read it in a worker thread while the model runs.
     evidence = (provenance.submit(src)
                 if with_evidence and isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)) else None)
-    tiles_wanted = explainer is not None and predictor.input_size > 64 and max_tiles > 0
+    tiles_wanted = explainer is not None and predictor.record.wild and max_tiles > 0
     model_input, display, size, fmt, quality, full = _decode(src, predictor.input_size, keep_full=tiles_wanted)
     t["decode"] = time.perf_counter()
     maps, residual, residual_tiles = {}, None, []
@@ -181,7 +178,8 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
         p = float(predictor.fuse(np.array([logit]), residual)[0])
         t["predict+cam"] = time.perf_counter()
     a = Analysis(model=predictor.name, p_fake=p, judgement=predictor.verdict(p), size=size, format=fmt, jpeg_quality=quality,
-                 model_input=model_input, display=display, reason=reason, residual_tiles=residual_tiles)
+                 model_input=model_input, display=display, reason=reason, wild=predictor.record.wild,
+                 residual_tiles=residual_tiles)
     if explainer is not None:
         a.method = method
         a.heatmaps = maps

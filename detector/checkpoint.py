@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .models import create_model
-from .preprocess import CLASSES, INPUT_SIZE, MEAN, STD
-
-FORMAT = "fakespot-checkpoint/1"
+from .record import FORMAT, Record
 _UMASK = os.umask(0)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
 
@@ -55,34 +52,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def library_versions() -> dict[str, str]:
-    import torchvision
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
-
-
-def new_record(arch: str, arch_kwargs: dict | None = None, **extra) -> dict:
-    """A record with the defaults every checkpoint carries; ``extra`` fills or overrides fields."""
-    rec = {
-        "format": FORMAT,
-        "arch": arch,
-        "arch_kwargs": arch_kwargs or {},
-        "input_size": INPUT_SIZE,
-        "mean": list(MEAN),
-        "std": list(STD),
-        "classes": list(CLASSES),
-        "output": "one logit; sigmoid(logit / temperature) = P(fake)",
-        "threshold": 0.5,
-        "temperature": 1.0,
-        "train_args": {},
-        "data_fingerprint": None,
-        "metrics": {},
-        "versions": library_versions(),
-    }
-    rec.update(extra)
-    return rec
-
-
 def resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     """``x``, ``x.json`` or ``x.safetensors`` -> (weights path, record path)."""
     p = Path(path)
@@ -109,8 +78,8 @@ def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, record: dict, half: bool = False,
-                    state: dict[str, torch.Tensor] | None = None, storage: str | None = None) -> dict:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, record: Record, half: bool = False,
+                    state: dict[str, torch.Tensor] | None = None, storage: str | None = None) -> Record:
     """Write weights and record atomically; returns the record as written (with the weights hash).
 
     ``half`` stores large float tensors (conv and dense weights) as float16, halving the file; small
@@ -123,43 +92,45 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module | None, record: di
         state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     if half:
         state = {k: v.half() if v.dtype == torch.float32 and v.numel() > 1024 else v for k, v in state.items()}
-    blob = st_save(state, metadata={"format": FORMAT, "arch": record["arch"]})
+    blob = st_save(state, metadata={"format": FORMAT, "arch": record.arch})
     storage = storage or ("float16 for tensors over 1024 values" if half else "float32")
-    record = dict(record, weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name,
-                  weights_storage=storage)
+    record = record.replace(weights_sha256=hashlib.sha256(blob).hexdigest(), weights_file=wpath.name,
+                            weights_storage=storage)
     atomic_write(wpath, blob)
-    atomic_write_json(rpath, record)
+    atomic_write_json(rpath, record.to_dict())
     return record
 
 
-def read_record(path: str | os.PathLike) -> dict:
+def read_record(path: str | os.PathLike) -> Record:
     _, rpath = resolve(path)
     try:
-        record = json.loads(rpath.read_text(encoding="utf-8"))
+        raw = json.loads(rpath.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint record not found: {rpath}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint record {rpath} is not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{rpath} is not a {FORMAT} record")
-    return record
+    try:
+        return Record.from_dict(raw)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{rpath}: {e}") from None
 
 
-def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = False, **fields) -> dict:
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = False, **fields) -> Record:
     """Copy a verified checkpoint to ``dst`` (e.g. to ship a run's best epoch), with ``fields`` set."""
     model, record = load_checkpoint(src)  # verifies hash and architecture before anything is written
-    return save_checkpoint(dst, model, dict(record, **fields), half=half)
+    return save_checkpoint(dst, model, record.replace(**fields), half=half)
 
 
-def update_record(path: str | os.PathLike, **fields) -> dict:
+def update_record(path: str | os.PathLike, **fields) -> Record:
     """Rewrite a checkpoint's JSON record with ``fields`` changed; the weights are untouched."""
-    record = read_record(path)
-    record.update(fields)
-    atomic_write_json(resolve(path)[1], record)
+    record = read_record(path).replace(**fields)
+    atomic_write_json(resolve(path)[1], record.to_dict())
     return record
 
 
-def read_weights(path: str | os.PathLike, record: dict | None = None) -> dict[str, torch.Tensor]:
+def read_weights(path: str | os.PathLike, record: Record | None = None) -> dict[str, torch.Tensor]:
     """The float tensors of a checkpoint, verified against its record's SHA-256 (int8 storage dequantised).
 
     A record that names a ``backbone`` (another checkpoint beside it, by name and SHA-256) gets that
@@ -173,40 +144,40 @@ def read_weights(path: str | os.PathLike, record: dict | None = None) -> dict[st
     except FileNotFoundError:
         raise CheckpointError(f"weights file not found: {wpath} (named by {rpath})") from None
     digest = hashlib.sha256(blob).hexdigest()
-    if record.get("weights_sha256") and digest != record["weights_sha256"]:
+    if record.weights_sha256 and digest != record.weights_sha256:
         raise CheckpointError(f"{wpath} does not match its record {rpath}: SHA-256 {digest[:12]}... != "
-                              f"{record['weights_sha256'][:12]}...; the file is truncated, corrupt or from "
+                              f"{record.weights_sha256[:12]}...; the file is truncated, corrupt or from "
                               "another checkpoint")
     try:
         state = dequantize(st_load(blob))
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{wpath} is not a valid safetensors file ({e})") from None
-    backbone = record.get("backbone")
+    backbone = record.backbone
     if backbone:
         bpath = wpath.with_name(backbone["name"])
         brecord = read_record(bpath)
-        if brecord.get("weights_sha256") != backbone.get("weights_sha256"):
+        if brecord.weights_sha256 != backbone.get("weights_sha256"):
             raise CheckpointError(f"{rpath} was trained on backbone {backbone['name']} with weights SHA-256 "
                                   f"{str(backbone.get('weights_sha256'))[:12]}..., but {bpath}.json describes "
-                                  f"{str(brecord.get('weights_sha256'))[:12]}...")
+                                  f"{str(brecord.weights_sha256)[:12]}...")
         state.update({f"backbone.{k}": v for k, v in read_weights(bpath, brecord).items()})
     return state
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, Record]:
     """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch."""
     wpath, rpath = resolve(path)
     record = read_record(path)
     state = read_weights(path, record)
     try:
-        model = create_model(record["arch"], **record.get("arch_kwargs", {}))
+        model = create_model(record.arch, **record.arch_kwargs)
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{rpath}: cannot build the model it describes ({e})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else "state mismatch"
-        raise CheckpointError(f"{wpath}: weights do not fit architecture {record['arch']!r} ({first})") from None
+        raise CheckpointError(f"{wpath}: weights do not fit architecture {record.arch!r} ({first})") from None
     model.to(map_location).eval()
     return model, record
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .checkpoint import CheckpointError, resolve
+from .record import PARTS
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,6 @@ def shipped_models(directory: str | os.PathLike = CHECKPOINT_DIR) -> list[str]:
     names = [p.stem for p in sorted(Path(directory).glob("*.json"))
              if p.with_suffix(".safetensors").exists() and not is_backbone(p)]
     return sorted(names, key=lambda n: (n not in (WILD_MODEL, CIFAKE_MODEL), n != WILD_MODEL, n))
-
-
-PARTS = ("backbone", "signal")  # record kinds that are part of a detector, not one (features, a fused second signal)
 
 
 def is_backbone(record_path: str | os.PathLike) -> bool:

@@ -17,6 +17,7 @@ from .engine import predict_logits, sigmoid
 from .hub import (CHECKPOINT_DIR, CIFAKE_MODEL, HUB_REPO_ENV, HUB_REVISION_ENV, WILD_MODEL,  # noqa: F401 (re-exported)
                   checkpoint_dir, hub_settings, hub_snapshot, is_backbone, resolve_model, shipped_models)
 from .preprocess import CLASSES, ImageError, ImageSource, load_image, load_rgb, open_image, orientation, to_batch
+from .record import Record
 from .residual import ResidualNet, image_logit
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,6 @@ log = logging.getLogger(__name__)
 AUTO = "auto"  # pick the track by the input (see choose_track)
 DEFAULT_MODEL = AUTO
 CIFAKE_MAX_SIDE = 64  # images at most this large on their longest side go to the CIFAKE track
-UNCERTAIN_BAND = 0.15  # P(fake) within this of the threshold is "uncertain", unless the record names its own band
 # A "real" verdict is worded as a finding only when the model caught at least this share of the AI images in
 # its held-out test; below it, "real" means no sign of generation was found, which is all it supports.
 STRONG_RECALL = 0.90
@@ -72,26 +72,22 @@ def choose_track(size: tuple[int, int]) -> tuple[str, str]:
 class Predictor:
     """A loaded model with its own preprocessing, threshold and temperature, all from its record."""
 
-    def __init__(self, model: nn.Module, record: dict, device: str | torch.device = "cpu", name: str = "",
+    def __init__(self, model: nn.Module, record: Record, device: str | torch.device = "cpu", name: str = "",
                  notes: list[str] | None = None) -> None:
         self.model = model.to(device).eval()
         self.record = record
         self.device = torch.device(device)
-        self.name = name or record.get("name") or record["arch"]
-        self.input_size = int(record["input_size"])
-        self.mean, self.std = tuple(record["mean"]), tuple(record["std"])
-        self.threshold = float(record.get("threshold", 0.5))
-        self.temperature = float(record.get("temperature", 1.0))
-        band = record.get("uncertain_band", UNCERTAIN_BAND)  # a margin either side, or the band's [low, high) edges
-        if isinstance(band, (list, tuple)):
-            self.band = (float(band[0]), float(band[1]))
-        else:
-            self.band = (max(0.0, self.threshold - float(band)), min(1.0, self.threshold + float(band)))
-        if list(record.get("classes", CLASSES)) != list(CLASSES):
-            raise CheckpointError(f"checkpoint classes {record.get('classes')} are not {list(CLASSES)}")
+        self.name = name or record.display_name
+        self.input_size = int(record.input_size)
+        self.mean, self.std = tuple(record.mean), tuple(record.std)
+        self.threshold = float(record.threshold)
+        self.temperature = float(record.temperature)
+        self.band = record.band()
+        if list(record.classes) != list(CLASSES):
+            raise CheckpointError(f"checkpoint classes {record.classes} are not {list(CLASSES)}")
         # A second, low-level signal (detector.residual) fused with this model's logit, when the record names one.
         self.residual: ResidualNet | None = None
-        self.fusion: dict | None = record.get("fusion")
+        self.fusion: dict | None = record.fusion
         if self.fusion:
             stem = resolve_model(self.fusion["residual"], notes)
             self.residual = load_checkpoint(stem)[0].to(self.device).eval()
@@ -148,7 +144,7 @@ class Predictor:
         p = float(p_fake)
         lo, hi = self.band
         key = "uncertain" if lo <= p < hi else self.label(p)
-        test = self.record.get("metrics", {}).get("test", {})
+        test = self.record.metrics.get("test", {})
         recall, real_acc = test.get("fake_accuracy"), test.get("real_accuracy")
         words, caveat = VERDICT_WORDS[key], ""
         if key == "real" and recall is not None and recall < STRONG_RECALL:

@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> dict:
     sample = balanced(test, args.n, args.seed)
     images, labels = sample.images, sample.labels
     pred = load(args.model)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(sample), "test_n": len(test)}
+    result = {"model": pred.name, "model_sha256": pred.record.weights_sha256, "n": len(sample), "test_n": len(test)}
 
     pixels = PCA(50, random_state=args.seed).fit_transform(images.reshape(len(images), -1) / 255.0)
     emb = embeddings(pred, images)

@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> dict:
     p = pred.predict_arrays(images)
     predicted = (p >= pred.threshold).astype(np.int64)
     methods = args.methods or list(CAM_METHODS)
-    result = {"model": pred.name, "model_sha256": pred.record.get("weights_sha256"), "n": len(images),
+    result = {"model": pred.name, "model_sha256": pred.record.weights_sha256, "n": len(images),
               "data": "wild test split" if args.wild else "CIFAKE test", "percentiles": PERCENTILES,
               "accuracy_on_sample": float((predicted == truth).mean()), "methods": {}}
     all_maps = {}

@@ -58,11 +58,11 @@ def shipped_section() -> list[str]:
              "|---|---|---|---|---|---|"]
     for name in shipped_models():
         rec = read_record(CHECKPOINT_DIR / name)
-        if rec.get("track") == "wild":
+        if rec.wild:
             continue
-        t, d = rec["metrics"].get("test", {}), rec["metrics"].get("test_dedup", {})
+        t, d = rec.metrics.get("test", {}), rec.metrics.get("test_dedup", {})
         if t:
-            lines.append(f"| `{name}` | {rec.get('threshold', 0.5):.4f} | {t['accuracy']:.2%} | {t['roc_auc']:.4f} | "
+            lines.append(f"| `{name}` | {rec.threshold:.4f} | {t['accuracy']:.2%} | {t['roc_auc']:.4f} | "
                          f"{d.get('accuracy', float('nan')):.2%} | {d.get('roc_auc', float('nan')):.4f} |")
     return lines + [""]
 

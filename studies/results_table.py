@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from detector.checkpoint import read_record
 from detector.predict import CHECKPOINT_DIR, shipped_models
+from detector.record import Record
 
 PUBLISHED = [
     ("CIFAKE paper CNN (Bird & Lotfi 2023)", "92.98%", "", "", "", ""),
@@ -20,12 +21,12 @@ PUBLISHED = [
 ]
 
 
-def _train_note(rec: dict) -> str:
-    minutes = rec.get("train_seconds", 0) / 60
-    if rec["arch"] == "ensemble":
-        parts = " + ".join(f"{(m.get('train_seconds') or 0) / 60:.0f}" for m in rec["train_args"]["members"])
+def _train_note(rec: Record) -> str:
+    minutes = (rec.train_seconds or 0) / 60
+    if rec.arch == "ensemble":
+        parts = " + ".join(f"{(m.get('train_seconds') or 0) / 60:.0f}" for m in rec.train_args["members"])
         return f"{minutes:.0f} min ({parts})"
-    return f"{minutes:.0f} min, {rec.get('epoch')} epochs"
+    return f"{minutes:.0f} min, {rec.epoch} epochs"
 
 
 def rows() -> list[str]:
@@ -34,7 +35,7 @@ def rows() -> list[str]:
     for name in shipped_models():
         rec = read_record(CHECKPOINT_DIR / name)
         for split, label in (("test", "official (20,000)"), ("test_dedup", "deduplicated (19,622)")):
-            m = rec["metrics"].get(split)
+            m = rec.metrics.get(split)
             if not m:
                 continue
             out.append(f"| `{name}` | {label} | {m['accuracy']:.2%} | {m['precision']:.4f} | {m['recall']:.4f} | "

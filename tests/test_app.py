@@ -184,6 +184,7 @@ def test_models_tab_reads_the_records():
     for name in ("wild", "auto"):  # the model that judges most uploads has its figures, and auto shows them
         info, plot = app.model_tab(name)
         assert not re.search(r"\bnan\b", info) and "`wild`" in info and plot is not None and plot.ndim == 3, name
+        assert re.search(r"trained \d+ min on a 2-core CPU", info), name  # its record's train_seconds, read
 
 
 # --- the running app, through gradio_client -------------------------------------------------------
@@ -447,7 +448,7 @@ def test_the_guide_quotes_the_shipped_records():
     records = {n: p.record for n, p in app.ROUTER.predictors.items()}
     text = app.guide(records)
     wild = records["wild"]
-    n = wild["data"]["train"]["real"] + wild["data"]["train"]["fake"]
-    assert f"trained on {n:,} real-world" in text and f"from {len(wild['data']['train']['sources'])} public sources" in text
-    assert f"ROC-AUC {wild['metrics']['test']['roc_auc']:.2f}" in text and "outlined in cyan" in text
-    assert f"at least {2 * wild['input_size']} px on their longer side" in text and "{" not in text
+    n = wild.data["train"]["real"] + wild.data["train"]["fake"]
+    assert f"trained on {n:,} real-world" in text and f"from {len(wild.data['train']['sources'])} public sources" in text
+    assert f"ROC-AUC {wild.metrics['test']['roc_auc']:.2f}" in text and "outlined in cyan" in text
+    assert f"at least {2 * wild.input_size} px on their longer side" in text and "{" not in text

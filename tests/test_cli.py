@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detector.checkpoint import new_record, save_checkpoint
+from detector.checkpoint import save_checkpoint
+from detector.record import Record
 from detector.models import create_model
 
 from .conftest import synthetic_image
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny_checkpoint(tmp_path):
     torch.manual_seed(0)
     stem = tmp_path / "ckpt" / "tiny"
-    save_checkpoint(stem, create_model("cnn"), new_record("cnn"))
+    save_checkpoint(stem, create_model("cnn"), Record("cnn"))
     return stem
 
 

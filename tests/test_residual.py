@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from detector.analysis import analyse, batch_rows
-from detector.checkpoint import new_record, save_checkpoint
+from detector.checkpoint import save_checkpoint
+from detector.record import Record
 from detector.engine import sigmoid
 from detector.models import create_model
 from detector.predict import load
@@ -48,9 +49,9 @@ def fused(tmp_path):
     """A small CIFAKE-style model fused with a residual network, both saved as checkpoints."""
     torch.manual_seed(0)
     res = ResidualNet(4)
-    save_checkpoint(tmp_path / "res", res, new_record("residual", {"width": 4}, input_size=CROP))
+    save_checkpoint(tmp_path / "res", res, Record("residual", {"width": 4}, input_size=CROP))
     cnn = create_model("cnn")
-    rec = new_record("cnn", {}, fusion={"residual": str(tmp_path / "res"), "weights": [0.7, 1.3], "bias": -0.2})
+    rec = Record("cnn", {}, fusion={"residual": str(tmp_path / "res"), "weights": [0.7, 1.3], "bias": -0.2})
     save_checkpoint(tmp_path / "fused", cnn, rec)
     return load(tmp_path / "fused"), res
 

@@ -24,10 +24,10 @@ def test_every_model_is_shipped_and_the_track_defaults_come_first():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_loads_and_predicts(name):
     rec = read_record(CHECKPOINT_DIR / name)
-    assert rec["name"] == name and rec["data_fingerprint"]
+    assert rec.name == name and rec.data_fingerprint
     for split in ("validation", "test", "test_dedup"):
-        assert 0.5 < rec["metrics"][split]["accuracy"] <= 1.0
-    assert rec["metrics"]["test"]["n"] == 20000 and rec["metrics"]["test_dedup"]["n"] == 20000 - 378
+        assert 0.5 < rec.metrics[split]["accuracy"] <= 1.0
+    assert rec.metrics["test"]["n"] == 20000 and rec.metrics["test_dedup"]["n"] == 20000 - 378
     model = detector.load(name)
     p = model.predict(EXAMPLES)
     assert p.shape == (len(EXAMPLES),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()

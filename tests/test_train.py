@@ -52,7 +52,7 @@ def test_training_writes_checkpoints_history_and_curves(dataset_dir, tmp_path):
     hist = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2]
     model, rec = load_checkpoint(out / "best")
-    assert rec["train_args"]["epochs"] == 2 and rec["data_fingerprint"] and "validation" in rec["metrics"]
+    assert rec.train_args["epochs"] == 2 and rec.data_fingerprint and "validation" in rec.metrics
 
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(dataset_dir, tmp_path):
@@ -79,7 +79,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(dataset_dir, tmp_path):
     main(_args(dataset_dir, tmp_path / "b", "--epochs", "3", "--resume"))
     wa, _ = load_checkpoint(tmp_path / "a" / "last")
     wb, rb = load_checkpoint(tmp_path / "b" / "last")
-    assert rb["epoch"] == 3
+    assert rb.epoch == 3
     for x, y in zip(wa.state_dict().values(), wb.state_dict().values()):
         assert torch.equal(x, y)
 
@@ -102,7 +102,7 @@ def test_two_process_ddp_training_step(dataset_dir, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "world size 2" in r.stdout
     model, rec = load_checkpoint(out / "last")
-    assert rec["epoch"] == 1
+    assert rec.epoch == 1
 
 
 @pytest.mark.parametrize("which", ["best", "last"])
@@ -124,7 +124,7 @@ def test_ship_installs_the_chosen_checkpoint_and_measures_it(dataset_dir, tmp_pa
     source, src_rec = load_checkpoint(run / which)
     hist = json.loads((run / "history.json").read_text())
     wanted = min(hist, key=lambda h: h["val_loss"])["epoch"] if which == "best" else 2
-    assert rec["name"] == "mine" and rec["epoch"] == src_rec["epoch"] == wanted
-    assert rec["metrics"]["test"]["n"] == len(images) and rec["metrics"]["test_dedup"]["n"] == len(images) - 2
+    assert rec.name == "mine" and rec.epoch == src_rec.epoch == wanted
+    assert rec.metrics["test"]["n"] == len(images) and rec.metrics["test_dedup"]["n"] == len(images) - 2
     for x, y in zip(shipped.state_dict().values(), source.state_dict().values()):
         assert torch.equal(x, y)

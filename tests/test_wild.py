@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import detector
-from detector.checkpoint import INT8_SCALE, CheckpointError, load_checkpoint, new_record, read_record, save_checkpoint
+from detector.checkpoint import INT8_SCALE, CheckpointError, load_checkpoint, read_record, save_checkpoint
+from detector.record import Record
 from detector.explain import tile_boxes, tile_map
 from detector.models import ClipViTB16, WildDetector
 from detector.predict import CIFAKE_MODEL, WILD_MODEL, AutoPredictor, Verdict, choose_track
@@ -143,7 +144,7 @@ def test_int8_backbone_and_a_head_that_references_it_load_as_one_model(tmp_path)
     torch.manual_seed(0)
     backbone = ClipViTB16().eval()
     state = _random_int8_state(backbone)
-    brec = save_checkpoint(tmp_path / "clip_vit_b16", None, new_record("clip_vit_b16", kind="backbone"), state=state,
+    brec = save_checkpoint(tmp_path / "clip_vit_b16", None, Record("clip_vit_b16", kind="backbone"), state=state,
                            storage="int8")
     loaded, _ = load_checkpoint(tmp_path / "clip_vit_b16")
     w = loaded.state_dict()["vit.blocks.0.attn.qkv.weight"]
@@ -152,8 +153,8 @@ def test_int8_backbone_and_a_head_that_references_it_load_as_one_model(tmp_path)
 
     wild = WildDetector({"kind": "linear", "layers": [12]})
     head = {f"head.{k}": v for k, v in wild.head.state_dict().items()}
-    rec = new_record("wild", {"head": {"kind": "linear", "layers": [12]}}, input_size=224,
-                     backbone={"name": "clip_vit_b16", "weights_sha256": brec["weights_sha256"]})
+    rec = Record("wild", {"head": {"kind": "linear", "layers": [12]}}, input_size=224,
+                     backbone={"name": "clip_vit_b16", "weights_sha256": brec.weights_sha256})
     save_checkpoint(tmp_path / "wild", None, rec, state=head)
     assert (tmp_path / "wild.safetensors").stat().st_size < 100_000  # the head ships without the backbone
     model, _ = load_checkpoint(tmp_path / "wild")
@@ -162,7 +163,7 @@ def test_int8_backbone_and_a_head_that_references_it_load_as_one_model(tmp_path)
         e, cls = loaded.forward_tokens(x, (12,))
         assert torch.allclose(model(x), wild.head(wild.head.features(e, cls)), atol=1e-5)
 
-    rec["backbone"]["weights_sha256"] = "0" * 64  # a head trained on another backbone is refused
+    rec.backbone["weights_sha256"] = "0" * 64  # a head trained on another backbone is refused
     save_checkpoint(tmp_path / "wild", None, rec, state=head)
     with pytest.raises(CheckpointError, match="trained on backbone"):
         load_checkpoint(tmp_path / "wild")
@@ -170,11 +171,11 @@ def test_int8_backbone_and_a_head_that_references_it_load_as_one_model(tmp_path)
 
 def test_shipped_backbone_records_its_source_licence_and_verification():
     rec = read_record(detector.predict.CHECKPOINT_DIR / "clip_vit_b16")
-    prov = rec["provenance"]
+    prov = rec.provenance
     assert prov["source"]["sha256"] == "3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de"
     assert prov["source"]["onnx_sha256"] == "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d"
     assert prov["upstream"]["revision"] == "57c216476eefef5ab752ec549e440a49ae4ae5f3" and "MIT" in prov["licence"]
-    assert rec["verification"]["images"] >= 16 and rec["verification"]["cosine_median"] > 0.95
+    assert rec.verification["images"] >= 16 and rec.verification["cosine_median"] > 0.95
     assert "clip_vit_b16" not in detector.shipped_models()  # a backbone is not offered as a detector
 
 

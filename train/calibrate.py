@@ -26,6 +26,7 @@ from detector.data import load_image_set
 from detector.engine import sigmoid
 from detector.metrics import compute_metrics
 from detector.predict import load, resolve_model, shipped_models
+from detector.record import Record
 from train.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 from train.results import FIGURES, save_result
 from train.splits import train_val_split
@@ -41,8 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def split_of(record: dict) -> tuple[float, int]:
-    ta = record.get("train_args") or {}
+def split_of(record: Record) -> tuple[float, int]:
+    ta = record.train_args
     seed = ta.get("split_seed")
     return float(ta.get("val_fraction", 0.05)), int(seed if seed is not None else ta.get("seed", 0) or 0)
 

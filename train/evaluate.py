@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> dict:
         fields = {args.write_record: result["official"]}
         if "dedup" in result:
             fields[f"{args.write_record}_dedup"] = result["dedup"]
-        rec_metrics = dict(predictor.record.get("metrics", {}), **fields)
+        rec_metrics = dict(predictor.record.metrics, **fields)
         update_record(stem, metrics=rec_metrics)
     show = {k: result[k] for k in ("official", "dedup") if k in result}
     for split, m in show.items():

@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> dict:
     thresholds = {"ours": ours.threshold, "peer": 0.5, "cifake": cifake.threshold}
     names = {"ours": f"{ours.name} (ours)", "peer": "sahu65 1.1.0 (peer)", "cifake": f"{cifake.name} (CIFAKE default)"}
     report = {"split": args.split, "cache_check_max_abs_diff": check, "models": names, "overall": {},
-              "data": record.get("data"), "threshold_rule": record.get("threshold_rule"),
+              "data": record.data, "threshold_rule": record.threshold_rule,
               "per_source": {}, "per_generator": {}}
     for m, by_view in scores.items():
         for view, p in by_view.items():
@@ -153,7 +153,7 @@ def main(args: argparse.Namespace) -> dict:
                                                            "roc_auc_vs_all_test_reals": r.get("roc_auc")}
     save_result(Path(args.out).stem, report, t0)
     if args.write_record:
-        metrics = dict(record.get("metrics", {}), test=report["overall"]["ours/clean"],
+        metrics = dict(record.metrics, test=report["overall"]["ours/clean"],
                        test_format_controlled=report["overall"]["ours/fc"])
         update_record(args.model, metrics=metrics)
     print(tables(report))

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.checkpoint import INT8_SCALE, load_checkpoint, new_record, save_checkpoint
+from detector.checkpoint import INT8_SCALE, load_checkpoint, save_checkpoint
+from detector.record import Record
 from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16
 from detector.preprocess import load_image
 
@@ -165,7 +166,7 @@ def main(args: argparse.Namespace) -> dict:
     if got != expected:
         raise SystemExit(f"state mismatch: missing {sorted(expected - got)[:5]}, extra {sorted(got - expected)[:5]}")
     licence_text = source.pop("licence_text", None)
-    record = new_record(
+    record = Record(
         "clip_vit_b16", input_size=224, mean=list(CLIP_MEAN), std=list(CLIP_STD), kind="backbone",
         output="512-d CLIP image embedding (a backbone: no P(fake) of its own)",
         provenance={

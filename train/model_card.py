@@ -56,17 +56,16 @@ def card(directory: Path = CHECKPOINT_DIR) -> str:
            "from those records.", "", "## Detectors", "",
            "| model | track | input | parameters | threshold | temperature | what it is |", "|---|---|---|---|---|---|---|"]
     for n, r in records.items():
-        track = r.get("track", "cifake")
-        what = r.get("description") or f"{r['arch']} trained from scratch on CIFAKE"
-        params = f"{r['parameters']:,}" if isinstance(r.get("parameters"), int) else "–"
-        out.append(f"| `{n}` | {track} | {r['input_size']}x{r['input_size']} | {params} | {r['threshold']:.4f} | "
-                   f"{r.get('temperature', 1.0):.4f} | {what} |")
+        what = r.description or f"{r.arch} trained from scratch on CIFAKE"
+        params = f"{r.parameters:,}" if isinstance(r.parameters, int) else "–"
+        out.append(f"| `{n}` | {r.track} | {r.input_size}x{r.input_size} | {params} | {r.threshold:.4f} | "
+                   f"{r.temperature:.4f} | {what} |")
     out += ["", "## Figures (from the records)", "",
             "CIFAKE models: CIFAKE's test split (20,000 images). Wild model: every image, each scored by a model "
             "trained without its group of sources (leave-one-group-out; the README has the per-group table).", "",
             "| model | split | images | ROC-AUC | accuracy | real called real | fakes caught |", "|---|---|---|---|---|---|---|"]
     for n, r in records.items():
-        m = r.get("metrics", {})
+        m = r.metrics
         test = "out of fold (leave-one-group-out)" if "cv" in m else "test"
         for key, label in (("test", test), ("test_format_controlled", "test, format-controlled"),
                            ("validation", "validation")):
@@ -76,17 +75,17 @@ def card(directory: Path = CHECKPOINT_DIR) -> str:
             out.append(metrics_row(n, "validation", m["val"]["clean"]))
     out += ["", "## Data", ""]
     for n, r in records.items():
-        d = r.get("data") or {}
-        if r.get("track") == "wild":
+        d = r.data or {}
+        if r.wild:
             parts = [f"{s}: {v['real']:,} real / {v['fake']:,} fake from {len(v['sources'])} sources"
                      for s, v in d.items() if isinstance(v, dict) and "real" in v]
-            out.append(f"- `{n}`: " + "; ".join(parts) + ". Threshold rule: " + r.get("threshold_rule", "–") + ".")
+            out.append(f"- `{n}`: " + "; ".join(parts) + ". Threshold rule: " + (r.threshold_rule or "–") + ".")
         elif d:
             out.append(f"- `{n}`: CIFAKE ({d.get('real', '–'):,} real, {d.get('fake', '–'):,} fake; train "
                        f"{d.get('train', '–'):,}, validation {d.get('validation', '–'):,}).")
     out += ["", "## Backbones and licences", ""]
     for n, r in backbones.items():
-        p = r.get("provenance", {})
+        p = r.provenance or {}
         up, src = p.get("upstream", {}), p.get("source", {})
         out.append(f"- `{n}`: {up.get('repo', '?')} (revision {up.get('revision', '?')}), imported from "
                    f"{src.get('package', src.get('file', '?'))} `{src.get('member', '')}` (sha256 "

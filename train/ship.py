@@ -32,7 +32,7 @@ def main() -> None:
     args = p.parse_args()
     dst = Path(args.dir) / args.name
     rec = copy_checkpoint(Path(args.run) / args.checkpoint, dst, half=args.half, name=args.name)
-    print(f"shipped {args.run}/{args.checkpoint} (epoch {rec.get('epoch')}) as {dst}")
+    print(f"shipped {args.run}/{args.checkpoint} (epoch {rec.epoch}) as {dst}")
     evaluate.main(evaluate.get_args_parser().parse_args(
         ["--model", str(dst), "--data", *args.test, "--out", f"runs/eval/{args.name}", "--dedup", args.dedup,
          "--write-record", "test", "--no-progress"]))

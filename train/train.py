@@ -23,13 +23,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from detector.checkpoint import atomic_write_json, load_state, new_record, save_checkpoint, save_state
+from detector.checkpoint import atomic_write_json, load_state, save_checkpoint, save_state
 from detector.data import load_image_set
 from detector.engine import predict_logits, sigmoid
 from detector.metrics import compute_metrics
 from detector.models import count_parameters, create_model, list_models
 from detector.plots import plot_history
 from detector.preprocess import to_batch
+from detector.record import Record
 from train.augment import AugmentConfig
 from train.engine import resolve_amp, train_one_epoch
 from train.splits import train_val_split
@@ -128,7 +129,7 @@ def main(args: argparse.Namespace) -> dict:
 
     aug = None if args.no_augment else AugmentConfig(**{f.name: getattr(args, f"aug_{f.name}") for f in fields(AugmentConfig)})
     train_args = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "stop_after", "threads")}
-    record = new_record(args.model, args.model_kwargs, train_args=train_args, data_fingerprint=data.fingerprint(),
+    record = Record(args.model, args.model_kwargs, train_args=train_args, data_fingerprint=data.fingerprint(),
                         data={"train": len(train_idx), "validation": len(val_idx), **data.counts()},
                         parameters=count_parameters(model))
     history: list[dict] = []
@@ -136,7 +137,7 @@ def main(args: argparse.Namespace) -> dict:
 
     if args.resume and (out / "last.state.json").exists():
         state = load_state(out / "last.state")
-        if state["data_fingerprint"] != record["data_fingerprint"] or state["arch"] != args.model:
+        if state["data_fingerprint"] != record.data_fingerprint or state["arch"] != args.model:
             raise SystemExit(f"--resume: {out} was trained on other data or another model; use a new --out")
         if state["train_args"]["epochs"] != args.epochs or state["train_args"]["batch_size"] != args.batch_size:
             raise SystemExit(f"--resume: the run in {out} used --epochs {state['train_args']['epochs']} and "
@@ -183,12 +184,12 @@ def main(args: argparse.Namespace) -> dict:
             history.append(row)
             improved = val["log_loss"] < best_loss
             best_loss, stale = (val["log_loss"], 0) if improved else (best_loss, stale + 1)
-            rec = dict(record, epoch=epoch + 1, train_seconds=round(train_seconds, 1), metrics={"validation": val})
+            rec = record.replace(epoch=epoch + 1, train_seconds=round(train_seconds, 1), metrics={"validation": val})
             save_checkpoint(out / "last", model, rec)
             if improved:
                 save_checkpoint(out / "best", model, rec)
             save_state(out / "last.state", {
-                "arch": args.model, "data_fingerprint": record["data_fingerprint"], "epoch": epoch,
+                "arch": args.model, "data_fingerprint": record.data_fingerprint, "epoch": epoch,
                 "train_args": train_args,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,

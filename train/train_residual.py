@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from detector.checkpoint import atomic_write, load_state, new_record, resolve, save_checkpoint, save_state
+from detector.checkpoint import atomic_write, load_state, resolve, save_checkpoint, save_state
+from detector.record import Record
 from detector.residual import CROP, GRID, QUALITY, ResidualNet, crop_logits, to_tensor
 from train.residual_crops import crop_path
 from train.wild_cv import CV_DIR, groups_of, sample_weights
@@ -139,7 +140,7 @@ def main(args: argparse.Namespace) -> None:
         return
     y, w = np.array([it.label for it in items]), sample_weights(items)
     net = fit(tr, y, w, args, CV_DIR.parent / "train_state" / f"{Path(args.out).name}.state")  # outside the work tree
-    record = new_record("residual", {"width": args.width}, input_size=CROP, mean=[0.0] * 3, std=[1.0] * 3,
+    record = Record("residual", {"width": args.width}, input_size=CROP, mean=[0.0] * 3, std=[1.0] * 3,
                         name=Path(args.out).name, track="wild", kind="signal",
                         description="Small CNN on up-sampling (NPR) residuals of native-resolution crops",
                         crops={"crop": CROP, "grid": GRID, "jpeg_quality": QUALITY},

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import log_loss, roc_auc_score
 
-from detector.checkpoint import new_record, read_record, save_checkpoint
+from detector.checkpoint import read_record, save_checkpoint
+from detector.record import Record
 from detector.engine import sigmoid
 from detector.metrics import compute_metrics
 from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16, WildHead
@@ -157,11 +158,11 @@ def main(args: argparse.Namespace) -> dict:
     counts = {s: {"real": sum(1 for it in used.values() if it.split == s and not it.label),
                   "fake": sum(1 for it in used.values() if it.split == s and it.label),
                   "sources": sorted({it.source for it in used.values() if it.split == s})} for s in ("train", "val", "test")}
-    record = new_record(
+    record = Record(
         "wild", {"head": {"kind": cfg["kind"], "layers": cfg["layers"]}}, input_size=WILD_SIZE,
         mean=list(CLIP_MEAN), std=list(CLIP_STD), name=Path(args.out).name, track="wild",
         description="CLIP ViT-B/16 (OpenAI, frozen) + a head trained on real-world photographs and AI images",
-        backbone={"name": Path(args.backbone).name, "weights_sha256": brec["weights_sha256"]},
+        backbone={"name": Path(args.backbone).name, "weights_sha256": brec.weights_sha256},
         threshold=round(threshold, 4), temperature=round(temperature, 4), uncertain_band=UNCERTAIN_BAND,
         threshold_rule=f"best balanced validation accuracy with >= {args.min_real_accuracy:.0%} of real photos called real",
         train_args={**vars(args), "weight_decay": wd, "max_fake_per_group": MAX_FAKE_PER_GROUP,

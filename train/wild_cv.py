@@ -224,7 +224,8 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
          fusion: dict | None, metrics: dict, seconds: float) -> None:
     """The chosen head fitted on every image with features, written as the wild checkpoint (head only; the
     backbone comes from its own checkpoint, the residual network from its own)."""
-    from detector.checkpoint import new_record, read_record, save_checkpoint
+    from detector.checkpoint import read_record, save_checkpoint
+    from detector.record import Record
     from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16
 
     t0 = time.perf_counter()
@@ -234,12 +235,12 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
     brec = read_record("checkpoints/clip_vit_b16")
     counts = {"real": int((y == 0).sum()), "fake": int(y.sum()), "sources": sorted({it.source for it in items}),
               "groups": dict(Counter(it.group for it in items))}
-    record = new_record(
+    record = Record(
         "wild", {"head": {"kind": cfg["kind"], "layers": cfg["layers"]}}, input_size=224,
         mean=list(CLIP_MEAN), std=list(CLIP_STD), name=Path(out).name, track="wild",
         description="CLIP ViT-B/16 (OpenAI, frozen) + a head trained on real-world photographs and AI images"
                     + (", fused with a residual network on native-resolution crops" if fusion else ""),
-        backbone={"name": "clip_vit_b16", "weights_sha256": brec["weights_sha256"]},
+        backbone={"name": "clip_vit_b16", "weights_sha256": brec.weights_sha256},
         threshold=round(threshold, 4), temperature=round(temperature, 4), uncertain_band=band,
         threshold_rule=f"lowest threshold keeping >= {MIN_REAL_PER_GROUP:.0%} of every group's real photos real, "
                        "on pooled leave-one-group-out predictions",

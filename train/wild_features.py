@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
                 tqdm.write(f"skip {it.file.name} ({name}): {e}")
         if not arrays:
             continue
-        e, cls = embed(backbone, np.stack(arrays), record["mean"], record["std"])
+        e, cls = embed(backbone, np.stack(arrays), record.mean, record.std)
         for j, (it, name) in enumerate(batch):
             save_features(cache_path(it.sha256, name), e[j], cls[j])
     print(f"done; {bad} views skipped")
