@@ -196,11 +196,10 @@ def analyse_ui(image, model: str, method: str):
     heat_pred, label_pred, heat_other, label_other = heatmap_views(a)
     if a.tiles:
         tiles = gr.Image(value=tile_overlay(a.display, a.tiles, a.size),
-                         label=f"tile map: P(fake) of {len(a.tiles)} tiles of {a.model_input.shape[0]} px at the image's "
-                               "own resolution (blue real, red fake)")
+                         label=f"tile map: P(fake) of {len(a.tiles)} tiles of {a.model_input.shape[0]} px, full "
+                               "resolution (blue real, red fake)")
     else:
-        tiles = gr.Image(value=None, label="tile map: only for images at least twice the model's input on a side "
-                                           "(wild track)")
+        tiles = gr.Image(value=None, label="tile map: wild track, images at least twice its input on a side")
     return (
         verdict_markdown(a),
         evidence_markdown(a),
@@ -215,8 +214,7 @@ def analyse_ui(image, model: str, method: str):
         tiles,
         gr.Image(value=tile_overlay(a.display, a.residual_tiles, a.size) if a.residual_tiles else None,
                  visible=bool(a.residual_tiles),  # only a model fused with the residual network has one
-                 label=f"noise map: the residual network's P(fake) of {len(a.residual_tiles)} crops of {CROP} px at the "
-                       "image's own resolution"),
+                 label=f"noise map: P(fake) of {len(a.residual_tiles)} crops of {CROP} px, full resolution"),
         background_markdown(a),
         tile_markdown(a),
         stats_heading(a),
@@ -293,13 +291,13 @@ def batch_ui(files, model: str, progress=gr.Progress()):
     verdicts = Counter(r["headline"] for r in rows)  # the verdicts' own words (VERDICT_WORDS), as each model gave them
     said = ", ".join(f"**{n}** {words}" for words, n in verdicts.most_common())
     summary = (f"**{len(rows)} images analysed** ({used or 'none'}): {said or 'none'}; "
-               f"**{n_ev} carry provenance evidence** (see the evidence columns); **{len(errors)} files could not be read**.")
+               f"**{n_ev} carry provenance evidence** (see the evidence columns); **{len(errors)} {'file' if len(errors) == 1 else 'files'} could not be read**.")
     csv_path, json_path = write_exports(rows, errors, columns, {
         "model": pred.name, "thresholds": {m: p.threshold for m, p in ROUTER.predictors.items()}})
     table = [[round(v, 3) if isinstance(v, float) else v for v in (r.get(c, "") for c in shown)] for r in rows]
     bad = [[e["file"], e["reason"]] for e in errors]
     return (summary, gr.Dataframe(value=table, headers=shown), [str(csv_path), str(json_path)],
-            gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad), wrap=True))
+            gr.Dataframe(value=bad, headers=["file", "reason"], visible=bool(bad)))
 
 
 def _cell(m: dict, key: str, fmt: str) -> str:
@@ -403,7 +401,9 @@ less context than the whole, so it errs more often.
 
 **The statistics** (blur, sharpness, noise, spectrum) are measured on the model's input and placed against
 CIFAKE's 32x32 real (blue) and fake (red) training images. They describe CIFAKE, so for full-size images
-read the values, not the leaning. Resizing, blurring and JPEG compression move all of them.
+read the values, not the leaning. Resizing, blurring and JPEG compression move all of them. The log spectrum's
+centre holds the low frequencies; bright dots or lines away from it are periodic patterns, which up-sampling
+in a generator can leave.
 """
 
 
@@ -428,6 +428,25 @@ def guide(records: dict[str, Record]) -> str:
                 "verdict means only that it found no sign of generation.")
     size = rec.input_size if rec is not None else 224
     return GUIDE_TEMPLATE.format(wild=wild, cifake_side=CIFAKE_MAX_SIDE, tile=size, tile_min=2 * size, tiles=TILES)
+
+
+CAPTIONED = ["captioned"]  # output images whose caption floats over their top edge
+# The caption of an output image floats over the image's top edge, where figures have their titles: it keeps
+# clear of the buttons at the top right, wraps, and the image starts below it (two lines on a phone).
+CSS = """
+.captioned label[data-testid="block-label"] { max-width: calc(100% - 110px); white-space: normal; }
+.captioned .image-container { padding-top: 30px; box-sizing: border-box; }
+@media (max-width: 640px) { .captioned .image-container { padding-top: 48px; } }
+"""
+# A refused upload (not an image) would show the browser's broken-image icon in the upload box; the reason is
+# shown where the verdict goes, so the box is left blank instead.
+HEAD = """<script>
+for (const [kind, shown] of [["error", "hidden"], ["load", ""]]) {
+  document.addEventListener(kind, (e) => {
+    if (e.target.tagName === "IMG" && e.target.closest("#upload")) e.target.style.visibility = shown;
+  }, true);
+}
+</script>"""
 
 
 def build_demo() -> gr.Blocks:
@@ -459,18 +478,18 @@ def build_demo() -> gr.Blocks:
                     probs = gr.HTML(elem_id="pmeter")  # the same verdict, drawn on the P(fake) scale
                     evidence = gr.Markdown(elem_id="evidence")
                     with gr.Row():
-                        seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png")
-                        original = gr.Image(label="your image", height=VIEW, interactive=False)
+                        seen = gr.Image(label="what the model sees", height=VIEW, interactive=False, format="png", elem_classes=CAPTIONED)
+                        original = gr.Image(label="your image", height=VIEW, interactive=False, elem_classes=CAPTIONED)
                     size_note = gr.Markdown()
             with gr.Row():
                 heat_pred = gr.Image(label="heatmap: predicted class", height=VIEW, interactive=False, format="png",
-                                     elem_id="heatmap")
-                heat_other = gr.Image(label="heatmap: other class", height=VIEW, interactive=False, format="png")
+                                     elem_id="heatmap", elem_classes=CAPTIONED)
+                heat_other = gr.Image(label="heatmap: other class", height=VIEW, interactive=False, format="png", elem_classes=CAPTIONED)
                 objmask = gr.Image(label="object found (GrabCut), the rest is background", height=VIEW,
-                                   interactive=False, format="png")
+                                   interactive=False, format="png", elem_classes=CAPTIONED)
             with gr.Row():
-                tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png")
-                noisemap = gr.Image(label="noise map", height=VIEW + 64, interactive=False, format="png", visible=False)
+                tilemap = gr.Image(label="tile map (wild track)", height=VIEW + 64, interactive=False, format="png", elem_classes=CAPTIONED)
+                noisemap = gr.Image(label="noise map", height=VIEW + 64, interactive=False, format="png", visible=False, elem_classes=CAPTIONED)
                 with gr.Column():
                     background = gr.Markdown()
                     tile_note = gr.Markdown()
@@ -478,9 +497,9 @@ def build_demo() -> gr.Blocks:
             stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True, column_widths=STATS_WIDTHS)
             with gr.Row():
                 hist = gr.Image(label="distributions (blue real, red fake) and this image", interactive=False,
-                                format="png", scale=4)
-                spectrum = gr.Image(label="log spectrum (centre = low frequencies)", interactive=False,
-                                    format="png", scale=1)
+                                format="png", scale=4, elem_classes=CAPTIONED)
+                spectrum = gr.Image(label="log spectrum", interactive=False,
+                                    format="png", scale=1, elem_classes=CAPTIONED)
             jpeg = gr.Markdown()
             with gr.Accordion("JSON (what /predict and /explain return)", open=False):
                 raw = gr.JSON()
@@ -493,7 +512,7 @@ def build_demo() -> gr.Blocks:
             gr.Markdown("Many images at once, or zips of images (folders inside zips are searched). Files that "
                         "cannot be read are listed with the reason; the rest are analysed.")
             with gr.Row():
-                files = gr.File(file_count="multiple", label="images or zips", height=160)
+                files = gr.File(file_count="multiple", label="images or zips", height=300)
                 with gr.Column():
                     batch_model = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
                     batch_button = gr.Button("Analyse all", variant="primary")
@@ -501,17 +520,18 @@ def build_demo() -> gr.Blocks:
             batch_table = gr.Dataframe(label="results (click a column header to sort)", interactive=False)
             downloads = gr.File(label="downloads: CSV and JSON", file_count="multiple", interactive=False)
             batch_errors = gr.Dataframe(label="files that could not be read", headers=["file", "reason"],
-                                        interactive=False)
+                                        interactive=False, wrap=True, column_widths=["30%", "70%"], visible=False)
             # Undocumented: callable, but not an MCP tool (its file list and progress do not fit a tool's schema).
             batch_button.click(batch_ui, [files, batch_model], [batch_summary, batch_table, downloads, batch_errors],
-                               api_name="batch", api_visibility="undocumented", concurrency_limit=1)
+                               api_name="batch", api_visibility="undocumented", concurrency_limit=1,
+                               show_progress_on=batch_table)  # one progress bar, not one per output
 
         with gr.Tab("Models"):
             chosen = gr.Dropdown(CHOICES, value=DEFAULT, label="model")
             first = model_tab(DEFAULT) if DEFAULT else ("", None)
             model_info = gr.Markdown(first[0])
             model_plot = gr.Image(value=first[1], label="held-out evaluation: confusion matrix, ROC and precision-recall",
-                                  interactive=False, format="png")
+                                  interactive=False, format="png", elem_classes=CAPTIONED)
             chosen.change(model_tab, chosen, [model_info, model_plot], api_visibility="private")
 
         with gr.Tab("How to read this"):
@@ -551,7 +571,8 @@ def mcp_enabled() -> bool:
 def launch(**kwargs):
     """Queue and launch with the app's limits (tests pass prevent_thread_lock=True and a port)."""
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    kwargs = {"max_file_size": MAX_FILE_SIZE, "show_error": True, "mcp_server": mcp_enabled(), **kwargs}
+    kwargs = {"max_file_size": MAX_FILE_SIZE, "show_error": True, "mcp_server": mcp_enabled(), "css": CSS,
+              "head": HEAD, **kwargs}
     return demo.launch(**kwargs)
 
 

@@ -167,7 +167,7 @@ def test_batch_ui_writes_csv_and_json_and_lists_bad_files(tmp_path):
     Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(loose)
     summary, table, files, errors = app.batch_ui([uploaded(zpath), uploaded(loose)], "cnn", progress=lambda *a, **k: None)
     n = len(list(EXAMPLES.glob("*_*.jpg"))) + 1
-    assert f"**{n} images analysed**" in summary and "**1 files could not be read**" in summary
+    assert f"**{n} images analysed**" in summary and "**1 file could not be read**" in summary
     assert len(table.value["data"]) == n and errors.value["data"][0][0] == "mixed.zip:imgs/empty.png"
     csv_path, json_path = files
     with open(csv_path, newline="") as f:
@@ -284,6 +284,41 @@ def test_browser_headline_meter_and_api_agree(server, client):
                 expect(page.locator("#verdict h1, #verdict h2, #verdict h3").first).to_have_text(api["headline"])
                 meter = page.locator("#pmeter .pmeter")
                 assert meter.get_attribute("aria-label") == f"P(fake) {api['p_fake']:.2f}, verdict {api['verdict']}", name
+        finally:
+            browser.close()
+
+
+def test_browser_a_refused_file_and_the_captions(server, tmp_path):
+    """A refused upload: its reason where the verdict goes and no broken-image icon; then an image: no
+    output's caption covers the top of its picture; Batch: the error table shows only when a file was refused."""
+    from playwright.sync_api import expect, sync_playwright
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is text, not a JPEG")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(server)
+            page.locator("#upload input[type=file]").set_input_files(str(bad))
+            expect(page.locator("#verdict")).to_contain_text("Could not read", timeout=60_000)
+            expect(page.locator("#verdict")).to_contain_text("accepted: JPEG")
+            shown = page.locator("#upload img")
+            if shown.count():  # the browser could not draw it: it is hidden, not a broken icon
+                expect(shown.first).to_have_css("visibility", "hidden")
+            page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
+            expect(page.locator("#verdict")).to_contain_text("P(fake) =", timeout=60_000)
+            heat = page.locator("#heatmap")
+            expect(heat.locator("img")).to_be_visible(timeout=30_000)
+            label, img = heat.locator("label").first.bounding_box(), heat.locator("img").first.bounding_box()
+            assert label["y"] + label["height"] <= img["y"] + 1, (label, img)
+
+            page.get_by_role("tab", name="Batch").click()
+            expect(page.get_by_label("files that could not be read")).to_have_count(0)
+            page.locator("input[type=file][multiple]").first.set_input_files([str(FAKE_EXAMPLE), str(bad)])
+            page.get_by_role("button", name="Analyse all").click()
+            page.get_by_text("images analysed").wait_for(timeout=60_000)
+            expect(page.get_by_text("files that could not be read")).to_be_visible()
         finally:
             browser.close()
 

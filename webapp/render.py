@@ -107,7 +107,7 @@ def heatmap_views(a: Analysis) -> tuple[np.ndarray, str, np.ndarray, str]:
     flat = float(a.model_input.reshape(-1, 3).std(0).max()) < 1.0  # one colour (a 1x1 image, a blank frame): no region can differ
     for cls, role in ((a.label, "predicted"), (other, "other")):
         cam = a.heatmaps[cls]
-        label = f"{a.method}: regions that push toward '{cls}' ({role} class)"
+        label = f"{a.method}: toward '{cls}' ({role} class)"
         if flat:
             views += [enlarged(a.model_input), f"{a.method}: nothing to show, the image is one flat colour"]
             continue
@@ -143,8 +143,9 @@ def tile_markdown(a: Analysis) -> str:
 
 def stats_heading(a: Analysis) -> str:
     if a.wild:
-        return ("### Blur, sharpness and noise\nMeasured on the model's 224x224 input and placed against CIFAKE's "
-                "32x32 training images, which do not describe full-size photos: read the values, not the leaning.")
+        side = a.model_input.shape[0]
+        return (f"### Blur, sharpness and noise\nMeasured on the model's {side}x{side} input and placed against "
+                "CIFAKE's 32x32 training images, which do not describe full-size photos: read the values, not the leaning.")
     return "### Blur, sharpness and noise against CIFAKE's real and fake training images"
 
 
