@@ -245,82 +245,77 @@ def test_api_lists_the_named_endpoints(client):
 
 # --- a real browser -----------------------------------------------------------------------------------
 
-def test_browser_upload_shows_verdict_and_heatmap(server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture
+def page():
+    """A Chromium page at desktop size (1400x1800), closed after the test."""
+    from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}: apt-get install chromium"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(server)
-            page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
-            verdict = page.locator("#verdict")
-            expect(verdict).to_contain_text("P(fake) =", timeout=60_000)
-            expect(verdict).to_contain_text("AI-generated")  # a CIFAKE fake the default model gets right
-            heat = page.locator("#heatmap img")
-            expect(heat).to_be_visible(timeout=30_000)
-            box = heat.bounding_box()
-            assert box and box["width"] > 50 and box["height"] > 50
-            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            yield browser.new_page(viewport={"width": 1400, "height": 1800})
         finally:
             browser.close()
 
 
-def test_browser_headline_meter_and_api_agree(server, client):
+def test_browser_upload_shows_verdict_and_heatmap(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
+    verdict = page.locator("#verdict")
+    expect(verdict).to_contain_text("P(fake) =", timeout=60_000)
+    expect(verdict).to_contain_text("AI-generated")  # a CIFAKE fake the default model gets right
+    heat = page.locator("#heatmap img")
+    expect(heat).to_be_visible(timeout=30_000)
+    box = heat.bounding_box()
+    assert box and box["width"] > 50 and box["height"] > 50
+    page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+
+def test_browser_headline_meter_and_api_agree(page, server, client):
     """A real photo and an AI render, uploaded in Chromium: the headline, the meter and /predict say one verdict."""
     from gradio_client import handle_file
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            for name in ("wild_real_iphone6.jpg", "wild_fake_flux.jpg"):
-                api = client.predict(handle_file(str(EXAMPLES / name)), "auto", api_name="/predict")
-                page.goto(server)
-                page.locator("#upload input[type=file]").set_input_files(str(EXAMPLES / name))
-                expect(page.locator("#verdict")).to_contain_text(f"P(fake) = {api['p_fake']:.3f}", timeout=120_000)
-                expect(page.locator("#verdict h1, #verdict h2, #verdict h3").first).to_have_text(api["headline"])
-                meter = page.locator("#pmeter .pmeter")
-                assert meter.get_attribute("aria-label") == f"P(fake) {api['p_fake']:.2f}, verdict {api['verdict']}", name
-        finally:
-            browser.close()
+    for name in ("wild_real_iphone6.jpg", "wild_fake_flux.jpg"):
+        api = client.predict(handle_file(str(EXAMPLES / name)), "auto", api_name="/predict")
+        page.goto(server)
+        page.locator("#upload input[type=file]").set_input_files(str(EXAMPLES / name))
+        expect(page.locator("#verdict")).to_contain_text(f"P(fake) = {api['p_fake']:.3f}", timeout=120_000)
+        expect(page.locator("#verdict h1, #verdict h2, #verdict h3").first).to_have_text(api["headline"])
+        meter = page.locator("#pmeter .pmeter")
+        assert meter.get_attribute("aria-label") == f"P(fake) {api['p_fake']:.2f}, verdict {api['verdict']}", name
 
 
-def test_browser_a_refused_file_and_the_captions(server, tmp_path):
+def test_browser_a_refused_file_and_the_captions(page, server, tmp_path):
     """A refused upload: its reason where the verdict goes and no broken-image icon; then an image: no
     output's caption covers the top of its picture; Batch: the error table shows only when a file was refused."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"this is text, not a JPEG")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(server)
-            page.locator("#upload input[type=file]").set_input_files(str(bad))
-            expect(page.locator("#verdict")).to_contain_text("Could not read", timeout=60_000)
-            expect(page.locator("#verdict")).to_contain_text("accepted: JPEG")
-            shown = page.locator("#upload img")
-            if shown.count():  # the browser could not draw it: it is hidden, not a broken icon
-                expect(shown.first).to_have_css("visibility", "hidden")
-            page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
-            expect(page.locator("#verdict")).to_contain_text("P(fake) =", timeout=60_000)
-            heat = page.locator("#heatmap")
-            expect(heat.locator("img")).to_be_visible(timeout=30_000)
-            label, img = heat.locator("label").first.bounding_box(), heat.locator("img").first.bounding_box()
-            assert label["y"] + label["height"] <= img["y"] + 1, (label, img)
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    expect(page.locator("#verdict")).to_contain_text("Could not read", timeout=60_000)
+    expect(page.locator("#verdict")).to_contain_text("accepted: JPEG")
+    shown = page.locator("#upload img")
+    if shown.count():  # the browser could not draw it: it is hidden, not a broken icon
+        expect(shown.first).to_have_css("visibility", "hidden")
+    page.locator("#upload input[type=file]").set_input_files(str(FAKE_EXAMPLE))
+    expect(page.locator("#verdict")).to_contain_text("P(fake) =", timeout=60_000)
+    heat = page.locator("#heatmap")
+    expect(heat.locator("img")).to_be_visible(timeout=30_000)
+    label, img = heat.locator("label").first.bounding_box(), heat.locator("img").first.bounding_box()
+    assert label["y"] + label["height"] <= img["y"] + 1, (label, img)
 
-            page.get_by_role("tab", name="Batch").click()
-            expect(page.get_by_label("files that could not be read")).to_have_count(0)
-            page.locator("input[type=file][multiple]").first.set_input_files([str(FAKE_EXAMPLE), str(bad)])
-            page.get_by_role("button", name="Analyse all").click()
-            page.get_by_text("images analysed").wait_for(timeout=60_000)
-            expect(page.get_by_text("files that could not be read")).to_be_visible()
-        finally:
-            browser.close()
+    page.get_by_role("tab", name="Batch").click()
+    expect(page.get_by_text("files that could not be read")).to_be_hidden()
+    page.locator("input[type=file][multiple]").first.set_input_files([str(FAKE_EXAMPLE), str(bad)])
+    page.get_by_role("button", name="Analyse all").click()
+    page.get_by_text("images analysed").wait_for(timeout=60_000)
+    expect(page.get_by_text("files that could not be read")).to_be_visible()
 
 
 # --- faults --------------------------------------------------------------------------------------------
