@@ -338,7 +338,8 @@ def model_tab(name: str):
                         f"{_cell(m, 'fake_accuracy', '.2%')} |")
     seconds = rec.train_seconds
     info = (f"**`{pred.name}`** ({rec.arch}" + (f", {rec.parameters:,} parameters" if rec.parameters else "")
-            + (f", trained {seconds / 60:.0f} min on a 2-core CPU" if seconds else "") +
+            + (f", trained {seconds / 60:.0f} min on a 2-core CPU" + (" from cached backbone features" if wild else "")
+               if seconds else "") +
             f"); threshold {pred.threshold:.2f}, temperature {pred.temperature:.2f}.")
     if wild:
         info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec.backbone['name']}`); head: "
@@ -432,11 +433,16 @@ def guide(records: dict[str, Record]) -> str:
 
 CAPTIONED = ["captioned"]  # output images whose caption floats over their top edge
 # The caption of an output image floats over the image's top edge, where figures have their titles: it keeps
-# clear of the buttons at the top right, wraps, and the image starts below it (two lines on a phone).
+# clear of the buttons at the top right, wraps, and the image starts below it (two lines on a phone). On a
+# phone, a Markdown table wider than the screen scrolls sideways.
 CSS = """
 .captioned label[data-testid="block-label"] { max-width: calc(100% - 110px); white-space: normal; }
 .captioned .image-container { padding-top: 30px; box-sizing: border-box; }
-@media (max-width: 640px) { .captioned .image-container { padding-top: 48px; } }
+@media (max-width: 640px) {
+  .captioned .image-container { padding-top: 48px; }
+  .prose table { display: block; overflow-x: auto; }  /* wide tables scroll instead of one letter per line */
+  .prose th, .prose td { white-space: nowrap; }
+}
 """
 # A refused upload (not an image) would show the browser's broken-image icon in the upload box; the reason is
 # shown where the verdict goes, so the box is left blank instead.
