@@ -17,6 +17,7 @@ from detector.models import create_model
 from detector.plots import StatHistogramPainter
 from detector.predict import Predictor
 from detector.preprocess import MEAN, STD
+from detector.record import Record
 from detector.stats import Reference, hf_energy, image_stats, jpeg_quality, log_spectrum, noise_sigma, summarise
 
 from .conftest import synthetic_image
@@ -27,8 +28,7 @@ def _predictor(arch: str, **kwargs) -> Predictor:
 
     torch.manual_seed(0)
     model = create_model(arch, **kwargs)
-    record = {"arch": arch, "input_size": 32, "mean": list(MEAN), "std": list(STD), "classes": ["real", "fake"]}
-    return Predictor(model, record, name=arch)
+    return Predictor(model, Record(arch, input_size=32, mean=list(MEAN), std=list(STD)), name=arch)
 
 
 def _image(seed: int = 0, label: int = 1) -> np.ndarray:
@@ -176,8 +176,8 @@ def test_shipped_reference_covers_every_statistic():
 def _scored(threshold=0.5, **record):
     from detector.predict import Predictor
 
-    rec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "threshold": threshold, "arch": "x", **record}
-    return Predictor(torch.nn.Identity(), rec)
+    return Predictor(torch.nn.Identity(), Record("x", input_size=32, mean=[0.5] * 3, std=[0.5] * 3, threshold=threshold,
+                                                 **record))
 
 
 def test_verdict_and_band():

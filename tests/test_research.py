@@ -9,6 +9,7 @@ import torch
 from detector.models import create_model
 from detector.predict import Predictor
 from detector.preprocess import MEAN, STD
+from detector.record import Record
 from studies.robustness import CORRUPTIONS, attack, corrupt
 from train.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
 
@@ -52,8 +53,7 @@ def test_corruptions_keep_shape_and_change_pixels(kind):
 def test_pgd_is_at_least_as_strong_as_fgsm_and_stays_in_the_ball():
     torch.manual_seed(0)
     model = create_model("cnn")
-    pred = Predictor(model, {"arch": "cnn", "input_size": 32, "mean": list(MEAN), "std": list(STD),
-                             "classes": ["real", "fake"]})
+    pred = Predictor(model, Record("cnn", input_size=32, mean=list(MEAN), std=list(STD)))
     imgs = np.stack([synthetic_image(i % 2, np.random.default_rng(i)) for i in range(8)])
     y = np.arange(8) % 2
     clean = pred.predict_arrays(imgs)
