@@ -11,7 +11,12 @@ from tqdm import tqdm
 
 from .analysis import batch_rows
 from .checkpoint import CheckpointError
+from .int8 import PRECISION_ENV, PRECISIONS
 from .predict import AUTO, CIFAKE_MAX_SIDE, AutoPredictor, load, shipped_models
+
+
+PRECISION_HELP = (f"the wild backbone's arithmetic (default: ${PRECISION_ENV}, else the model record's "
+                  "backbone_precision, else float32); int8 runs in ONNX Runtime (requirements-int8.txt)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,6 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--no-evidence", action="store_true", help="skip the provenance evidence (C2PA, metadata, "
                     "watermarks) shown beside each verdict")
+    pr.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     sc = sub.add_parser("scan", help="a dataset into one Parquet file (resumable; decoders run in parallel)")
     sc.add_argument("sources", nargs="+", metavar="SOURCE", help="a folder, a zip, an image or a .txt list of paths")
     sc.add_argument("--out", required=True, help="the Parquet file (a rerun resumes it)")
@@ -38,6 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="run on a Ray cluster (an address such as ray://head:10001 or auto; none: start a local Ray); "
                          "needs requirements-scale.txt")
     sc.add_argument("--actors", type=int, default=2, help="with --ray: model actors (each loads the model once)")
+    sc.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     sub.add_parser("models", help="list the shipped models")
     return p
 
@@ -50,10 +57,10 @@ def scan_command(args: argparse.Namespace) -> int:
             from .scan import scan_ray
 
             summary = scan_ray(args.model, args.sources, args.out, address=args.ray or None, actors=args.actors,
-                               with_evidence=not args.no_evidence)
+                               with_evidence=not args.no_evidence, precision=args.precision)
         else:
-            summary = scan(load(args.model), args.sources, args.out, workers=args.workers, chunk=args.chunk,
-                           with_evidence=not args.no_evidence)
+            summary = scan(load(args.model, precision=args.precision), args.sources, args.out, workers=args.workers,
+                           chunk=args.chunk, with_evidence=not args.no_evidence)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -67,7 +74,7 @@ def scan_command(args: argparse.Namespace) -> int:
 def predict_command(args: argparse.Namespace) -> int:
     """Formats the rows of ``analysis.batch_rows``, the pipeline Batch uses too: the same verdict, model and reason."""
     try:
-        predictor = load(args.model)
+        predictor = load(args.model, precision=args.precision)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

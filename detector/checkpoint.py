@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -21,8 +22,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from .int8 import choose_precision
 from .models import create_model
 from .record import FORMAT, Record
+
+log = logging.getLogger(__name__)
+
 _UMASK = os.umask(0)  # read once (os.umask can only be read by setting it), then restored
 os.umask(_UMASK)
 
@@ -119,7 +124,9 @@ def read_record(path: str | os.PathLike) -> Record:
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = False, **fields) -> Record:
     """Copy a verified checkpoint to ``dst`` (e.g. to ship a run's best epoch), with ``fields`` set."""
-    model, record = load_checkpoint(src)  # verifies hash and architecture before anything is written
+    # verifies hash and architecture before anything is written; float32 whatever the environment asks, so
+    # the copy holds the model's own tensors
+    model, record = load_checkpoint(src, precision="float32")
     return save_checkpoint(dst, model, record.replace(**fields), half=half)
 
 
@@ -130,8 +137,10 @@ def update_record(path: str | os.PathLike, **fields) -> Record:
     return record
 
 
-def read_weights(path: str | os.PathLike, record: Record | None = None) -> dict[str, torch.Tensor]:
-    """The float tensors of a checkpoint, verified against its record's SHA-256 (int8 storage dequantised).
+def read_weights(path: str | os.PathLike, record: Record | None = None, dequantise: bool = True
+                 ) -> dict[str, torch.Tensor]:
+    """The float tensors of a checkpoint, verified against its record's SHA-256 (int8 storage dequantised,
+    unless ``dequantise`` is False: then int8 matrices come with their ``INT8_SCALE`` partners).
 
     A record that names a ``backbone`` (another checkpoint beside it, by name and SHA-256) gets that
     checkpoint's tensors too, under the prefix ``backbone.``: a head ships without copying the
@@ -149,7 +158,9 @@ def read_weights(path: str | os.PathLike, record: Record | None = None) -> dict[
                               f"{record.weights_sha256[:12]}...; the file is truncated, corrupt or from "
                               "another checkpoint")
     try:
-        state = dequantize(st_load(blob))
+        state = st_load(blob)
+        if dequantise:
+            state = dequantize(state)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{wpath} is not a valid safetensors file ({e})") from None
     backbone = record.backbone
@@ -160,15 +171,26 @@ def read_weights(path: str | os.PathLike, record: Record | None = None) -> dict[
             raise CheckpointError(f"{rpath} was trained on backbone {backbone['name']} with weights SHA-256 "
                                   f"{str(backbone.get('weights_sha256'))[:12]}..., but {bpath}.json describes "
                                   f"{str(brecord.weights_sha256)[:12]}...")
-        state.update({f"backbone.{k}": v for k, v in read_weights(bpath, brecord).items()})
+        state.update({f"backbone.{k}": v for k, v in read_weights(bpath, brecord, dequantise).items()})
     return state
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.Module, Record]:
-    """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch."""
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", precision: str | None = None
+                    ) -> tuple[nn.Module, Record]:
+    """Rebuild the model from its record and load its weights; raises CheckpointError on any mismatch.
+
+    A model with a backbone runs it in ``precision`` (see :func:`detector.int8.choose_precision`: the
+    argument, ``DETECTOR_BACKBONE_PRECISION``, or the record's ``backbone_precision``; float32 by default).
+    When the int8 backbone cannot be built, the float32 one is kept and a warning says why.
+    """
     wpath, rpath = resolve(path)
     record = read_record(path)
-    state = read_weights(path, record)
+    try:
+        want = choose_precision(record, precision)
+    except ValueError as e:
+        raise CheckpointError(f"{rpath}: {e}") from None
+    stored = read_weights(path, record, dequantise=False)
+    state = dequantize(stored)
     try:
         model = create_model(record.arch, **record.arch_kwargs)
     except (ValueError, TypeError, KeyError) as e:
@@ -179,7 +201,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> tuple
         first = str(e).splitlines()[0] if str(e) else "state mismatch"
         raise CheckpointError(f"{wpath}: weights do not fit architecture {record.arch!r} ({first})") from None
     model.to(map_location).eval()
+    if want == "int8" and hasattr(model, "backbone"):
+        _use_int8_backbone(model, stored, record)
     return model, record
+
+
+def _use_int8_backbone(model: nn.Module, stored: dict[str, torch.Tensor], record: Record) -> None:
+    """Swap ``model.backbone`` for the int8 ONNX Runtime one built from the stored int8 weights; on any
+    failure keep float32 and log why (``model.backbone.precision`` says which one runs)."""
+    int8 = {k[len("backbone."):]: (v, stored[k + INT8_SCALE]) for k, v in stored.items()
+            if k.startswith("backbone.") and k + INT8_SCALE in stored}
+    try:
+        if not int8:
+            raise ValueError("the backbone's weights are not stored as int8")
+        from .int8 import int8_backbone  # onnxruntime is imported only when int8 is asked for
+
+        sha = (record.backbone or {}).get("weights_sha256") or record.weights_sha256 or ""
+        model.backbone = int8_backbone(model.backbone, int8, sha)
+    except Exception as e:  # onnxruntime missing, an export that fails: the float32 backbone still works
+        log.warning("int8 backbone unavailable (%s: %s); running it in float32", type(e).__name__, e)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -151,12 +151,16 @@ class ClipViTB16(nn.Module):
 
     embed_dim = 512
     width = 768
+    precision = "float32"  # detector.int8.Int8Backbone runs the same tower in int8
 
-    def __init__(self) -> None:
+    def __init__(self, **timm_kwargs) -> None:
+        """``timm_kwargs`` change timm's definition (tests build a two-block tower with ``depth=2`` and a
+        narrow ``embed_dim``); the shipped backbone uses none."""
         super().__init__()
         import timm
 
-        self.vit = timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, num_classes=512)
+        self.vit = timm.create_model("vit_base_patch16_clip_quickgelu_224", pretrained=False, num_classes=512,
+                                     **timm_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit(x)
@@ -217,9 +221,10 @@ class WildHead(nn.Module):
 class WildDetector(nn.Module):
     """CLIP ViT-B/16 (frozen) + :class:`WildHead`: (N, 3, 224, 224) CLIP-normalised -> (N,) logits."""
 
-    def __init__(self, head: dict | None = None) -> None:
+    def __init__(self, head: dict | None = None, backbone: dict | None = None) -> None:
+        """``head``: WildHead's arguments; ``backbone``: ClipViTB16's (none for the shipped model)."""
         super().__init__()
-        self.backbone = ClipViTB16()
+        self.backbone = ClipViTB16(**(backbone or {}))
         self.head = WildHead(**(head or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -73,9 +74,12 @@ class Predictor:
     """A loaded model with its own preprocessing, threshold and temperature, all from its record."""
 
     def __init__(self, model: nn.Module, record: Record, device: str | torch.device = "cpu", name: str = "",
-                 notes: list[str] | None = None) -> None:
+                 notes: list[str] | None = None, source: str | os.PathLike | None = None) -> None:
+        """``source``: the checkpoint the model came from (a float32 copy is reloaded from it when the
+        backbone runs in int8, see :meth:`float32_model`)."""
         self.model = model.to(device).eval()
         self.record = record
+        self.source = source
         self.device = torch.device(device)
         self.name = name or record.display_name
         self.input_size = int(record.input_size)
@@ -138,6 +142,21 @@ class Predictor:
     def label(self, p_fake: float) -> str:
         return CLASSES[int(p_fake >= self.threshold)]
 
+    @property
+    def precision(self) -> str:
+        """The backbone's arithmetic: ``int8`` (ONNX Runtime) or ``float32`` (and float32 for models without one)."""
+        return getattr(getattr(self.model, "backbone", None), "precision", "float32")
+
+    def float32_model(self) -> nn.Module:
+        """A float32 copy of the model for what needs gradients (Grad-CAM): a float32 model is copied, an
+        int8 backbone (no gradients in ONNX Runtime) is reloaded in float32 from :attr:`source`."""
+        if self.precision == "float32":
+            return copy.deepcopy(self.model).float()
+        if self.source is None:
+            raise ValueError(f"{self.name}: an int8 model without its checkpoint path cannot be explained; "
+                             "load it with detector.load(), or load it in float32")
+        return load_checkpoint(self.source, str(self.device), precision="float32")[0]
+
     def verdict(self, p_fake: float) -> Verdict:
         """The verdict on a score: the class by the threshold, "uncertain" inside the record's band, and words
         that claim no more than the model's held-out figures support (its record's ``metrics["test"]``)."""
@@ -192,8 +211,8 @@ class AutoPredictor:
 
     def __init__(self, device: str | torch.device = "cpu", notes: list[str] | None = None,
                  loaded: dict[str, "Predictor"] | None = None, fallback: str | None = None,
-                 load_missing: bool = True) -> None:
-        self.device, self.notes = device, notes
+                 load_missing: bool = True, precision: str | None = None) -> None:
+        self.device, self.notes, self.precision = device, notes, precision
         self.predictors: dict[str, Predictor] = dict(loaded or {})
         self.fallback, self.load_missing = fallback, load_missing
         self._explainers: dict[str, object] = {}
@@ -202,7 +221,7 @@ class AutoPredictor:
         if name not in self.predictors:
             if not self.load_missing:
                 raise CheckpointError(f"model {name!r} is not loaded")
-            self.predictors[name] = load(name, self.device, self.notes)
+            self.predictors[name] = load(name, self.device, self.notes, self.precision)
         return self.predictors[name]
 
     def route(self, src: ImageSource) -> tuple[str, str]:
@@ -264,11 +283,14 @@ def image_size(src: ImageSource) -> tuple[int, int]:
 
 
 def load(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         notes: list[str] | None = None) -> "Predictor | AutoPredictor":
+         notes: list[str] | None = None, precision: str | None = None) -> "Predictor | AutoPredictor":
     """Load a model by name (``wild``, ``fakespot``, ``cnn``, ``resnet50``) or checkpoint path; with no name
-    (or ``auto``), a predictor that picks the track per image (:func:`choose_track`)."""
+    (or ``auto``), a predictor that picks the track per image (:func:`choose_track`).
+
+    ``precision`` (``float32`` or ``int8``) chooses the wild backbone's arithmetic over the record's
+    ``backbone_precision`` and ``DETECTOR_BACKBONE_PRECISION``; models without a backbone ignore it."""
     if name_or_path is None or str(name_or_path) == AUTO:
-        return AutoPredictor(device, notes)
+        return AutoPredictor(device, notes, precision=precision)
     stem = resolve_model(name_or_path, notes)
-    model, record = load_checkpoint(stem, map_location=str(device))
-    return Predictor(model, record, device, name=Path(stem).name, notes=notes)
+    model, record = load_checkpoint(stem, map_location=str(device), precision=precision)
+    return Predictor(model, record, device, name=Path(stem).name, notes=notes, source=stem)

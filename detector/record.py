@@ -40,6 +40,7 @@ class Record:
     track: str = "cifake"  # "cifake": 32x32 thumbnails; "wild": real-world images at any size
     description: str | None = None  # one line for people
     backbone: dict | None = None  # {"name", "weights_sha256"} of a checkpoint beside this one, loaded as backbone.*
+    backbone_precision: str | None = None  # "float32" or "int8" (detector/int8.py); None -> float32 (overridable)
     fusion: dict | None = None  # {"residual": checkpoint, "weights": [w_model, w_residual], "bias"}: a second signal
     crops: dict | None = None  # a crop-level signal's crops: {"crop", "grid", "jpeg_quality"}
     parameters: int | None = None  # trainable and frozen parameters, backbone included

@@ -143,13 +143,14 @@ def ray_items(sources: list[str], skip: set[str]) -> list[str]:
 class RayScorer:
     """A Ray actor: the model loaded once, then each batch of sources judged by ``analysis.judge_items``."""
 
-    def __init__(self, model: str | None, with_evidence: bool, skip: frozenset[str]) -> None:
+    def __init__(self, model: str | None, with_evidence: bool, skip: frozenset[str], precision: str | None = None
+                 ) -> None:
         import torch
 
         from .predict import load
 
         torch.set_num_threads(1)
-        self.predictor, self.with_evidence, self.skip = load(model), with_evidence, skip
+        self.predictor, self.with_evidence, self.skip = load(model, precision=precision), with_evidence, skip
 
     def __call__(self, batch: dict) -> pa.Table:
         def items():
@@ -165,10 +166,11 @@ class RayScorer:
 
 
 def scan_ray(model: str | None, sources: list[str], out: str | os.PathLike, address: str | None = None,
-             actors: int = 2, batch_size: int = 16, with_evidence: bool = True) -> dict:
+             actors: int = 2, batch_size: int = 16, with_evidence: bool = True, precision: str | None = None) -> dict:
     """The same scan on a Ray cluster (``address``; None starts a local Ray): sources handed out by Ray Data,
     ``map_batches`` over an actor pool that loads the model once per actor, Parquet shards written by Ray,
-    then merged into ``out`` with what it already held (a rerun skips those paths)."""
+    then merged into ``out`` with what it already held (a rerun skips those paths). ``precision``: the wild
+    backbone's arithmetic in every actor (as ``load``'s; a cluster's workers may not share this environment)."""
     import ray
 
     out = Path(out)
@@ -183,7 +185,7 @@ def scan_ray(model: str | None, sources: list[str], out: str | os.PathLike, addr
     if todo:
         ds = ray.data.from_items([{"source": s} for s in todo])
         ds = ds.map_batches(RayScorer, fn_constructor_kwargs={"model": model, "with_evidence": with_evidence,
-                                                              "skip": frozenset(skip)},
+                                                              "skip": frozenset(skip), "precision": precision},
                             batch_size=batch_size, concurrency=actors, num_cpus=1, batch_format="numpy")
         ds.write_parquet(str(shards))
     parts = parts_dir(out)
