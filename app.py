@@ -417,14 +417,17 @@ def guide(records: dict[str, Record]) -> str:
         data = (rec.data or {}).get("train", {})
         test = rec.metrics.get("test", {})
         fused = " and a small network on the noise of native-resolution crops" if rec.fusion else ""
-        how = ("with each group of sources held out in turn" if "cv" in rec.metrics
+        cv = rec.metrics.get("cv", {})
+        how = ("with each group of sources held out in turn" if cv
                else "on sources it never saw")
         wild = (f"- **wild** (anything larger than {CIFAKE_MAX_SIDE} px a side): OpenAI's CLIP ViT-B/16, frozen, with a "
                 f"small head{fused}, trained on {data.get('real', 0) + data.get('fake', 0):,} real-world photographs and AI "
                 f"images from {len(data.get('sources', []))} public sources. It judges the centre square of your image "
                 f"resized to {rec.input_size}x{rec.input_size}. Measured {how} (README, *Wild track*), at its "
-                f"threshold it called {test.get('real_accuracy', float('nan')):.0%} of real photos real and caught "
-                f"{test.get('fake_accuracy', float('nan')):.0%} of AI images (ROC-AUC {test.get('roc_auc', float('nan')):.2f}): "
+                f"threshold it called {test.get('real_accuracy', float('nan')):.1%} of real photos real and caught "
+                f"{test.get('fake_accuracy', float('nan')):.1%} of AI images (ROC-AUC {test.get('roc_auc', float('nan')):.2f}"
+                + (f" pooled, {cv['mean_auc']:.2f} on average over the held-out groups" if "mean_auc" in cv else "")
+                + "): "
                 "photoreal renders and faces most often pass as real. So a *fake* verdict is a strong hint; a *real* "
                 "verdict means only that it found no sign of generation.")
     size = rec.input_size if rec is not None else 224
