@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -101,6 +102,9 @@ def scan(predictor: Predictor | AutoPredictor, sources: list[str], out: str | os
     if isinstance(predictor, AutoPredictor):  # load both tracks before the workers fork
         for name in (WILD_MODEL, CIFAKE_MODEL):
             predictor.model(name)
+    # Fault injection for the tests: the process SIGKILLs itself (and its decoder workers) once this many parts
+    # are written, to prove a killed scan resumes to every image once. Unset in real use.
+    kill_after = int(os.environ.get("FAKESPOT_FAULT_KILL_AFTER_PARTS", "0"))
     t0 = time.perf_counter()
     total = count_images(paths)
     new, n_part = 0, len(list(parts_dir(out).glob("part-*.parquet")))  # a resumed scan numbers on
@@ -113,6 +117,8 @@ def scan(predictor: Predictor | AutoPredictor, sources: list[str], out: str | os
             if part:
                 write_part(parts_dir(out), part, n_part)
                 new, n_part = new + len(part), n_part + 1
+                if kill_after and n_part >= kill_after:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
             bar.update(done - seen)
             seen = done
     return summarise(finish(out), new, len(skip), time.perf_counter() - t0)
