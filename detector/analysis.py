@@ -175,8 +175,9 @@ def analyse(predictor: Predictor, src: ImageSource, explainer: Explainer | None 
         t["predict"] = time.perf_counter()
     else:  # the verdict comes from the explanation's own forward pass: the model runs once
         maps, logit = explainer.heatmaps_and_logit(model_input, method)
-        p = float(predictor.fuse(np.array([logit]), residual)[0])
-        if not explainer.same_scores:  # the maps explain a float32 copy; the verdict stays the predictor's (int8)
+        if explainer.same_scores:
+            p = float(predictor.fuse(np.array([logit]), residual)[0])
+        else:  # the maps explain a float32 copy; the verdict stays the predictor's (int8)
             p = float(predictor.predict_arrays(model_input[None], residual=residual)[0])
         t["predict+cam"] = time.perf_counter()
     a = Analysis(model=predictor.name, p_fake=p, judgement=predictor.verdict(p), size=size, format=fmt, jpeg_quality=quality,

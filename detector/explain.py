@@ -12,7 +12,6 @@ a map is a tiny callable, pytorch-grad-cam's ``BinaryClassifierOutputTarget``: +
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import cv2
@@ -65,10 +64,9 @@ class Explainer:
         self.max_scorecam_passes = max_scorecam_passes
         self._channels: int | None = None
         # A float32 copy: hooks stay off the predictor's model, and an int8 backbone has no gradients.
-        self.model = (predictor.float32_model() if hasattr(predictor, "float32_model")
-                      else copy.deepcopy(predictor.model).float()).eval()
+        self.model = predictor.float32_model().eval()
         # Whether this copy scores images exactly as the predictor does (not when the predictor runs int8).
-        self.same_scores = getattr(predictor, "precision", "float32") == "float32"
+        self.same_scores = predictor.precision == "float32"
         for p in self.model.parameters():
             p.requires_grad_(False)  # no weight gradients: the input carries the graph (see _input)
         self.target_layers = list(self.model.cam_layers())
