@@ -67,6 +67,21 @@ def test_int8_agrees_with_float32_on_random_inputs(tiny):
 
 
 @needs_onnx
+def test_a_batch_shared_among_single_thread_lanes_keeps_its_order_and_answers(tiny):
+    graph = tiny[2].graph
+    x = torch.randn(5, 3, 224, 224)  # 5 images on 2 and 3 lanes: uneven shares
+    one = Int8Backbone(graph, threads=1)
+    ref, ref_cls = one.forward_tokens(x, (2,))
+    assert one._lanes is None  # one thread: the main session, no lanes made
+    for threads in (2, 3):
+        fast = Int8Backbone(graph, threads=threads)
+        embed, cls = fast.forward_tokens(x, (2,))
+        assert len(fast.lanes()) == threads
+        assert torch.allclose(embed, ref, atol=1e-5) and torch.allclose(cls[0], ref_cls[0], atol=1e-5)
+    assert Int8Backbone(graph, threads=2).forward_tokens(x[:0])[0].shape == (0, ref.shape[1])
+
+
+@needs_onnx
 def test_graph_holds_the_checkpoints_own_int8_values_and_is_cached(tiny):
     import onnx
     from onnx import numpy_helper
