@@ -10,7 +10,7 @@ gain from int8's). Single-image latency is a full ``Predictor.predict`` on a 224
 (preprocessing included, as in ``bench.benchmark``); throughput is ``predict_arrays`` on decoded images.
 The variants are timed in turns (round-robin), so load from other jobs on the machine hits them alike;
 the load average at the start and end is printed with the figures, since other jobs on 2 cores inflate
-them. Needs requirements-int8.txt; the first run builds the int8 graph (about half a minute, then cached).
+them. Needs onnx, onnxruntime and onnxscript (requirements.txt); the first run builds the int8 graph (about half a minute, then cached).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from .predict import AUTO, CIFAKE_MAX_SIDE, AutoPredictor, load, shipped_models
 
 
 PRECISION_HELP = (f"the wild backbone's arithmetic (default: ${PRECISION_ENV}, else the model record's "
-                  "backbone_precision, else float32); int8 runs in ONNX Runtime (requirements-int8.txt)")
+                  "backbone_precision, else float32); int8 runs in ONNX Runtime (onnx, onnxruntime and onnxscript of requirements.txt)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

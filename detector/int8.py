@@ -23,8 +23,8 @@ Why this way (measured on the wild validation split; the figures are in the READ
 ONNX Runtime gives no gradients, so Grad-CAM explains a float32 copy of the model
 (``Predictor.float32_model``); the verdict stays the int8 model's.
 
-``onnx``, ``onnxruntime`` and ``onnxscript`` (torch.onnx's exporter) are optional (``requirements-int8.txt``)
-and imported only when int8 is asked for; without them the model loads in float32 with a warning.
+``onnx``, ``onnxruntime`` and ``onnxscript`` (torch.onnx's exporter) are in ``requirements.txt`` but imported
+only when int8 is asked for; without them the model loads in float32 with a warning.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ PRECISIONS = ("float32", "int8")
 PRECISION_ENV = "DETECTOR_BACKBONE_PRECISION"  # overrides a record's "backbone_precision"
 CACHE_ENV = "DETECTOR_ONNX_CACHE"  # where built graphs are kept (default ~/.cache/fakespot/onnx)
 GRAPH_VERSION = 3  # bump when the graph built here changes, so cached graphs are rebuilt
-REQUIREMENTS = "requirements-int8.txt"  # names the optional packages below
+REQUIREMENTS = "requirements.txt"  # names the packages below
 
 
 def optional(module: str):
@@ -58,7 +58,7 @@ def optional(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"the int8 backbone needs {module} ({e}); install the int8 extras with "
+        raise ImportError(f"the int8 backbone needs {module} ({e}); install the int8 packages with "
                           f"`pip install -r {REQUIREMENTS}`, or load the model in float32") from None
 
 

@@ -36,7 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=WILD_MODEL)
     p.add_argument("--images", default=str(IMAGES), help="folder of the wild images (<sha256>.<ext>)")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
-    p.add_argument("--limit", type=int, default=0, help="first N images of the split only (0: all)")
+    p.add_argument("--limit", type=int, default=0, help="N images of the split, spread evenly over it, both classes (0: all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: default)")
     p.add_argument("--out", default="", help="write the figures (and per-image P(fake)) as JSON here")
@@ -68,7 +68,9 @@ def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     items = [it for it in read_manifest(images=args.images) if it.split == args.split]
-    items = items[:args.limit] if args.limit else items
+    if args.limit:  # evenly spaced in each class, so a short run still has both (its AUC is defined)
+        by_class = [[it for it in items if it.label == c] for c in (0, 1)]
+        items = [it for c in by_class for it in c[::max(1, -(-len(c) * 2 // args.limit))]][:args.limit]
     missing = [it for it in items if not it.file.exists()]
     if missing:
         raise SystemExit(f"{len(missing)} of {len(items)} {args.split} images are not in {args.images} "

@@ -20,9 +20,9 @@ from detector.models import ClipViTB16, WildDetector
 from detector.predict import Predictor
 from detector.record import Record
 
-# The optional packages (requirements-int8.txt): tests that build or run a graph need them, the rest do not.
+# The int8 packages (onnx, onnxruntime, onnxscript of requirements.txt): tests that build or run a graph need them, the rest do not.
 MISSING = [m for m in ("onnx", "onnxruntime", "onnxscript") if find_spec(m) is None]
-needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed (requirements-int8.txt)")
+needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed (requirements.txt)")
 
 
 def int8_state(module: torch.nn.Module) -> tuple[dict, dict]:
@@ -121,7 +121,7 @@ def test_precision_comes_from_argument_then_environment_then_record(monkeypatch)
 
 
 def test_a_missing_optional_package_says_how_to_install_it():
-    with pytest.raises(ImportError, match="requirements-int8.txt"):
+    with pytest.raises(ImportError, match="requirements.txt"):
         int8.optional("no_such_module_for_int8")
 
 
@@ -194,7 +194,7 @@ def test_without_onnxruntime_int8_falls_back_to_float32_and_says_what_to_install
     monkeypatch.setattr(int8, "build_graph", lambda *a: pytest.fail("nothing is built without a runtime to run it"))
     with caplog.at_level(logging.WARNING):
         pred = detector.load(wild_checkpoint[0], precision="int8")
-    assert pred.precision == "float32" and "requirements-int8.txt" in caplog.text
+    assert pred.precision == "float32" and "requirements.txt" in caplog.text
 
 
 def test_explanations_use_float32_and_the_verdict_stays_the_int8_models(wild_checkpoint, monkeypatch):

@@ -268,7 +268,8 @@ def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, thr
 
 
 def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float, band: list[float],
-         fusion: dict | None, metrics: dict, seconds: float, extras: Extras | None = None) -> None:
+         fusion: dict | None, metrics: dict, seconds: float, extras: Extras | None = None,
+         backbone_precision: str = "int8") -> None:
     """The chosen head fitted on every image with features (and the twins, when the recipe has them), written
     as the wild checkpoint (head only; the backbone comes from its own checkpoint, the residual network from its own)."""
     from detector.checkpoint import read_record, save_checkpoint
@@ -286,7 +287,7 @@ def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float,
         mean=list(CLIP_MEAN), std=list(CLIP_STD), name=Path(out).name, track="wild",
         description="CLIP ViT-B/16 (OpenAI, frozen) + a head trained on real-world photographs and AI images"
                     + (", fused with a residual network on native-resolution crops" if fusion else ""),
-        backbone={"name": "clip_vit_b16", "weights_sha256": brec.weights_sha256},
+        backbone={"name": "clip_vit_b16", "weights_sha256": brec.weights_sha256}, backbone_precision=backbone_precision,
         threshold=round(threshold, 4), temperature=round(temperature, 4), uncertain_band=band,
         threshold_rule=f"lowest threshold keeping >= {MIN_REAL_PER_GROUP:.0%} of every group's real photos real, "
                        "on pooled leave-one-group-out predictions",
@@ -316,6 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--twins", action="store_true",
                    help="also train each head with the autoencoder twins of its training photos (train.tae_twins); "
                         "adopted, and shipped, only if that scores the higher LOGO mean")
+    p.add_argument("--backbone-precision", default="int8", choices=["float32", "int8"],
+                   help="how the shipped record runs CLIP by default: int8 keeps the verdicts (studies.int8_fidelity: "
+                        "99.3%% of validation verdicts the same, 2026-12-02) and needs onnxruntime (requirements.txt), "
+                        "else it falls back to float32 with a warning")
     args = p.parse_args(argv)
     started = time.perf_counter()
     every = read_manifest()
@@ -401,7 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
     save_result("wild_cv", result, started)
     if args.ship:
         ship(args.ship, [it for it, k in zip(items, m) if k], cfg, e[m], cls[m], temperature, t, band, chosen["fusion"],
-             {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started, extras)
+             {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started, extras,
+             args.backbone_precision)
     return result
 
 
