@@ -185,6 +185,8 @@ def test_models_tab_reads_the_records():
         info, plot = app.model_tab(name)
         assert not re.search(r"\bnan\b", info) and "`wild`" in info and plot is not None and plot.ndim == 3, name
         assert re.search(r"trained \d+ min on a 2-core CPU", info), name  # its record's train_seconds, read
+        # the page says how the backbone runs: the shipped record asks for int8, float32 where it fell back
+        assert f"run in {app.ROUTER.predictors['wild'].precision} arithmetic" in info, name
 
 
 # --- the running app, through gradio_client -------------------------------------------------------
