@@ -106,7 +106,7 @@ class Int8Backbone(nn.Module):
     def lanes(self) -> list:
         """``threads`` single-thread sessions, each running a share of a batch's images side by side: an image's
         matrices are small, so two threads on one image wait on each other, and two images on two threads
-        do not (4.5 images/s against 3.6 on 2 cores, 2026-12-02). Each holds its own copy of the graph (90 MB)."""
+        do not (4.0-4.5 images/s against 3.1-3.6 on 2 cores, 2026-12-02). Each holds its own copy of the graph (90 MB)."""
         with self._lock:
             if self._lanes is None:
                 self._lanes = [self._session(1) for _ in range(self.threads)]
