@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from bench.benchmark_app import median_ms
+from detector.int8 import PRECISIONS
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     p.add_argument("--photo", default="assets/examples/wild_real_iphone6.jpg")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", nargs="+", default=["float32", "int8"], choices=["float32", "int8"],
+    p.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="backbone precisions, a column each")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from detector.int8 import PRECISIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,7 +35,7 @@ def main() -> None:
     p.add_argument("--folder", required=True)
     p.add_argument("--model", default="wild")
     p.add_argument("--limit", type=int, default=400, help="images taken from the folder (sorted)")
-    p.add_argument("--precision", nargs="+", default=["float32", "int8"], choices=["float32", "int8"],
+    p.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                    help="the wild backbone's precision; each gets its three rows")
     args = p.parse_args()
     from detector.data import folder_images

@@ -123,15 +123,15 @@ class Int8Backbone(nn.Module):
         pixels = x.detach().float().contiguous().cpu().numpy()
         if len(pixels) == 0:
             return torch.zeros(0, self.widths[0]), [torch.zeros(0, self.widths[1]) for _ in layers]
+
+        def run(session, idx):  # one image per call, in order
+            return [session.run(None, {"pixels": pixels[i:i + 1]}) for i in idx]
+
         if len(pixels) == 1 or self.threads == 1:
-            runs = [self.session.run(None, {"pixels": pixels[i:i + 1]}) for i in range(len(pixels))]
+            runs = run(self.session, range(len(pixels)))
         else:
             lanes = self.lanes()
             chunks = np.array_split(np.arange(len(pixels)), min(len(lanes), len(pixels)))
-
-            def run(lane, idx):
-                return [lane.run(None, {"pixels": pixels[i:i + 1]}) for i in idx]
-
             with ThreadPoolExecutor(len(chunks)) as pool:  # ONNX Runtime releases the GIL while it runs
                 runs = [r for part in pool.map(run, lanes, chunks) for r in part]
         embed, cls = (np.concatenate(parts) for parts in zip(*runs))

@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from detector.engine import sigmoid
+from detector.int8 import PRECISIONS
 from detector.metrics import compact_curves, compute_metrics
 from train import train_wild
 from train.calibration import fit_temperature
@@ -268,8 +269,8 @@ def continuity(items: list[WildItem], cfg: dict, e, cls, temperature: float, thr
 
 
 def ship(out: str, items: list[WildItem], cfg: dict, e, cls, temperature: float, threshold: float, band: list[float],
-         fusion: dict | None, metrics: dict, seconds: float, extras: Extras | None = None,
-         backbone_precision: str = "int8") -> None:
+         fusion: dict | None, metrics: dict, seconds: float, extras: Extras | None = None, *,
+         backbone_precision: str) -> None:
     """The chosen head fitted on every image with features (and the twins, when the recipe has them), written
     as the wild checkpoint (head only; the backbone comes from its own checkpoint, the residual network from its own)."""
     from detector.checkpoint import read_record, save_checkpoint
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--twins", action="store_true",
                    help="also train each head with the autoencoder twins of its training photos (train.tae_twins); "
                         "adopted, and shipped, only if that scores the higher LOGO mean")
-    p.add_argument("--backbone-precision", default="int8", choices=["float32", "int8"],
+    p.add_argument("--backbone-precision", default="int8", choices=PRECISIONS,
                    help="how the shipped record runs CLIP by default: int8 keeps the verdicts (studies.int8_fidelity: "
                         "99.3%% of validation verdicts the same, 2026-12-02) and needs onnxruntime (requirements.txt), "
                         "else it falls back to float32 with a warning")
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.ship:
         ship(args.ship, [it for it, k in zip(items, m) if k], cfg, e[m], cls[m], temperature, t, band, chosen["fusion"],
              {"test": oof, "cv": final, "continuity_test_split": cont}, time.perf_counter() - started, extras,
-             args.backbone_precision)
+             backbone_precision=args.backbone_precision)
     return result
 
 
