@@ -342,7 +342,7 @@ def model_tab(name: str):
                if seconds else "") +
             f"); threshold {pred.threshold:.2f}, temperature {pred.temperature:.2f}.")
     if wild:
-        arithmetic = ("int8 arithmetic (ONNX Runtime; Grad-CAM uses a float32 copy)" if pred.precision == "int8"
+        arithmetic = ("int8 arithmetic by ONNX Runtime; Grad-CAM explains a float32 copy" if pred.precision == "int8"
                       else "float32 arithmetic")
         info += (f" Backbone: OpenAI CLIP ViT-B/16 (frozen, imported from `{rec.backbone['name']}`, run in {arithmetic}); head: "
                  f"{rec.arch_kwargs['head']['kind']} on {rec.arch_kwargs['head']['layers'] or 'the embedding only'}"
